@@ -1,0 +1,131 @@
+//! Ingest throughput: batches of 1,000 rows × 8 fields through the row API and the columnar
+//! bulk path, under each sync policy, from 1, 4 and 8 writer threads. Throughput is points/s.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gemba::{Col, Db, Options, SyncPolicy, WriteBatch};
+
+const ROWS: usize = 1_000;
+const FIELDS: [&str; 8] = [
+    "speed",
+    "torque",
+    "current",
+    "temp",
+    "vibration",
+    "pressure",
+    "status",
+    "alarm",
+];
+const POINTS: u64 = (ROWS * FIELDS.len()) as u64;
+
+/// A sensor-like value for field `f` at row `i`.
+fn value(f: usize, i: i64) -> f64 {
+    ((i * 37 + f as i64 * 11) % 1000) as f64 / 10.0
+}
+
+fn row_batch(machine: &str, t0: i64) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for i in 0..ROWS as i64 {
+        b.row(
+            machine,
+            t0 + i * 1000,
+            FIELDS.iter().enumerate().map(|(f, n)| (*n, value(f, i))),
+        )
+        .unwrap();
+    }
+    b
+}
+
+fn columnar_batch(machine: &str, t0: i64, cols: &mut [Vec<f64>], ts: &mut Vec<i64>) -> WriteBatch {
+    ts.clear();
+    ts.extend((0..ROWS as i64).map(|i| t0 + i * 1000));
+    for (f, c) in cols.iter_mut().enumerate() {
+        c.clear();
+        c.extend((0..ROWS as i64).map(|i| value(f, i)));
+    }
+    let mut b = WriteBatch::new();
+    b.columns(
+        machine,
+        ts,
+        FIELDS
+            .iter()
+            .zip(cols.iter())
+            .map(|(n, c)| (*n, Col::f64(c))),
+    )
+    .unwrap();
+    b
+}
+
+/// Runs `threads` writers, each writing `batches` batches; returns the elapsed time.
+fn drive(
+    db: &Arc<Db>,
+    clock: &Arc<AtomicI64>,
+    threads: usize,
+    batches: u64,
+    columnar: bool,
+) -> Duration {
+    let start = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let db = db.clone();
+            let clock = clock.clone();
+            std::thread::spawn(move || {
+                let mut cols = vec![Vec::with_capacity(ROWS); FIELDS.len()];
+                let mut ts = Vec::with_capacity(ROWS);
+                for k in 0..batches {
+                    let machine = format!("m{t}-{}", k % 16);
+                    let t0 = clock.fetch_add(ROWS as i64 * 1000, Ordering::Relaxed);
+                    let b = if columnar {
+                        columnar_batch(&machine, t0, &mut cols, &mut ts)
+                    } else {
+                        row_batch(&machine, t0)
+                    };
+                    db.write(black_box(&b)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn ingest(c: &mut Criterion) {
+    let policies = [
+        ("always", SyncPolicy::Always),
+        ("periodic", SyncPolicy::Periodic(Duration::from_millis(100))),
+        ("os", SyncPolicy::Os),
+    ];
+    let mut g = c.benchmark_group("ingest");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    for (pname, policy) in policies {
+        for threads in [1usize, 4, 8] {
+            for columnar in [false, true] {
+                let api = if columnar { "columnar" } else { "rows" };
+                let dir = tempfile::tempdir().unwrap();
+                let opts = Options {
+                    sync: policy,
+                    ..Options::default()
+                };
+                let db = Arc::new(Db::open(dir.path(), opts).unwrap());
+                let clock = Arc::new(AtomicI64::new(0));
+                g.throughput(Throughput::Elements(POINTS * threads as u64));
+                g.bench_function(format!("{pname}/{api}/{threads}t"), |b| {
+                    b.iter_custom(|iters| drive(&db, &clock, threads, iters, columnar))
+                });
+                drop(db);
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);

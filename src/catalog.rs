@@ -1,0 +1,184 @@
+//! The catalog: which machines exist, their fields and the fields' types.
+//!
+//! Machines and fields are interned to small integers inside the process (`MachineIdx`,
+//! `FieldIdx`); files always store names, so the numbering is free to differ between runs.
+//! The catalog only grows while the database is open.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{FieldType, WriteBatch};
+
+pub(crate) type MachineIdx = u32;
+pub(crate) type FieldIdx = u32;
+
+/// Most fields one machine may have.
+pub const FIELDS_PER_MACHINE_MAX: usize = 65_535;
+
+#[derive(Debug, Clone)]
+pub(crate) struct FieldEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) ty: FieldType,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MachineEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) fields: Vec<FieldEntry>,
+    by_name: HashMap<Arc<str>, FieldIdx>,
+}
+
+impl MachineEntry {
+    pub(crate) fn field(&self, name: &str) -> Option<FieldIdx> {
+        self.by_name.get(name).copied()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Catalog {
+    pub(crate) machines: Vec<MachineEntry>,
+    by_name: HashMap<Arc<str>, MachineIdx>,
+}
+
+/// Where each field of each group of a batch lives in the catalog.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchMap {
+    pub(crate) groups: Vec<(MachineIdx, Vec<FieldIdx>)>,
+}
+
+impl Catalog {
+    pub(crate) fn machine(&self, name: &str) -> Option<MachineIdx> {
+        self.by_name.get(name).copied()
+    }
+
+    pub(crate) fn entry(&self, m: MachineIdx) -> &MachineEntry {
+        &self.machines[m as usize]
+    }
+
+    /// Adds a machine if it is new.
+    pub(crate) fn intern_machine(&mut self, name: &str) -> MachineIdx {
+        if let Some(&m) = self.by_name.get(name) {
+            return m;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let m = self.machines.len() as MachineIdx;
+        self.machines.push(MachineEntry {
+            name: name.clone(),
+            fields: Vec::new(),
+            by_name: HashMap::new(),
+        });
+        self.by_name.insert(name, m);
+        m
+    }
+
+    /// Adds a field if it is new; fails when it exists with another type.
+    pub(crate) fn intern_field(
+        &mut self,
+        m: MachineIdx,
+        name: &str,
+        ty: FieldType,
+    ) -> Result<FieldIdx> {
+        let e = &mut self.machines[m as usize];
+        if let Some(&f) = e.by_name.get(name) {
+            let have = e.fields[f as usize].ty;
+            if have != ty {
+                return Err(Error::TypeMismatch {
+                    machine: e.name.to_string(),
+                    field: name.to_string(),
+                    expected: have,
+                    found: ty,
+                });
+            }
+            return Ok(f);
+        }
+        if e.fields.len() >= FIELDS_PER_MACHINE_MAX {
+            return Err(Error::invalid(format!(
+                "machine {:?} already has {FIELDS_PER_MACHINE_MAX} fields",
+                e.name
+            )));
+        }
+        let name: Arc<str> = Arc::from(name);
+        let f = e.fields.len() as FieldIdx;
+        e.fields.push(FieldEntry {
+            name: name.clone(),
+            ty,
+        });
+        e.by_name.insert(name, f);
+        Ok(f)
+    }
+
+    /// Checks a batch's types against the catalog without changing anything.
+    /// Returns `Ok(Some(map))` when every machine and field already exists.
+    pub(crate) fn check(&self, batch: &WriteBatch) -> Result<Option<BatchMap>> {
+        let mut groups = Vec::with_capacity(batch.groups.len());
+        let mut complete = true;
+        for g in &batch.groups {
+            let Some(m) = self.machine(&g.machine) else {
+                complete = false;
+                continue;
+            };
+            let e = self.entry(m);
+            let mut idx = Vec::with_capacity(g.fields.len());
+            for f in &g.fields {
+                match e.field(&f.name) {
+                    Some(i) => {
+                        let have = e.fields[i as usize].ty;
+                        if have != f.ty {
+                            return Err(Error::TypeMismatch {
+                                machine: g.machine.clone(),
+                                field: f.name.clone(),
+                                expected: have,
+                                found: f.ty,
+                            });
+                        }
+                        idx.push(i);
+                    }
+                    None => complete = false,
+                }
+            }
+            groups.push((m, idx));
+        }
+        Ok(complete.then_some(BatchMap { groups }))
+    }
+
+    /// Registers every machine and field of a batch, all or nothing.
+    pub(crate) fn register(&mut self, batch: &WriteBatch) -> Result<BatchMap> {
+        if let Some(map) = self.check(batch)? {
+            return Ok(map);
+        }
+        // check() found no type conflict with existing fields; the only remaining failure is
+        // the per-machine field limit, checked before anything changes.
+        for g in &batch.groups {
+            let have = self
+                .machine(&g.machine)
+                .map(|m| self.entry(m).fields.len())
+                .unwrap_or(0);
+            let new = g
+                .fields
+                .iter()
+                .filter(|f| {
+                    self.machine(&g.machine)
+                        .and_then(|m| self.entry(m).field(&f.name))
+                        .is_none()
+                })
+                .count();
+            if have + new > FIELDS_PER_MACHINE_MAX {
+                return Err(Error::invalid(format!(
+                    "machine {:?} would have more than {FIELDS_PER_MACHINE_MAX} fields",
+                    g.machine
+                )));
+            }
+        }
+        let mut groups = Vec::with_capacity(batch.groups.len());
+        for g in &batch.groups {
+            let m = self.intern_machine(&g.machine);
+            let mut idx = Vec::with_capacity(g.fields.len());
+            for f in &g.fields {
+                idx.push(self.intern_field(m, &f.name, f.ty)?);
+            }
+            groups.push((m, idx));
+        }
+        Ok(BatchMap { groups })
+    }
+}

@@ -1,0 +1,63 @@
+//! # gemba — an embeddable time-series storage engine for industrial machine data
+//!
+//! *Gemba* is the shop floor, where the work happens. gemba stores the sensor channels of
+//! machines (speed, torque, current, temperature, vibration, status codes) sampled down to the
+//! microsecond, inside your own program:
+//!
+//! - writes go to a **write-ahead log** (checksummed records, group commit, a sync policy) and
+//!   an in-memory columnar **memtable**; nothing acknowledged is lost, whatever crashes;
+//! - the memtable is flushed to compressed, columnar, immutable **segment files** indexed by
+//!   machine and time;
+//! - **scans**, **downsampling** and **latest values** read a consistent snapshot of both.
+//!
+//! ```
+//! use gemba::{Db, Options, Value, WriteBatch};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = Db::open(dir.path(), Options::default())?;
+//! let mut batch = WriteBatch::new();
+//! batch.row("press-07", 1_000_000, [("speed_rpm", Value::F64(1480.5)), ("status", Value::I64(3))])?;
+//! batch.row("press-07", 2_000_000, [("speed_rpm", 1481.0)])?;
+//! db.write(&batch)?; // durable when it returns (default sync policy)
+//!
+//! let rows = db.scan("press-07", 0..10_000_000).fields(["speed_rpm"]).collect()?;
+//! assert_eq!(rows[0].ts, vec![1_000_000, 2_000_000]);
+//! db.close()?;
+//! # Ok::<(), gemba::Error>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how the pieces fit and `FORMAT.md` for the bytes on disk.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod catalog;
+mod db;
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod io;
+mod memtable;
+mod model;
+mod options;
+mod query;
+mod rows;
+mod wal;
+
+pub use catalog::FIELDS_PER_MACHINE_MAX;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use model::{
+    Col, FieldType, NAME_BYTES_MAX, TimeRange, Timestamp, Value, WriteBatch, validate_field_name,
+    validate_machine_id,
+};
+pub use options::{DAY_MICROS, Options, SyncPolicy};
+pub use query::{Batch, Column, Machines, Scan, ScanIter, Values};
+pub use wal::{RecoveryReport, SkippedRange, TornTail};
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// Most rows in one encoded block of a segment file.
+pub const BLOCK_ROWS_MAX: usize = 65_536;

@@ -1,0 +1,372 @@
+//! Appending to the log with group commit.
+//!
+//! A writer appends its framed record to a shared in-memory buffer under a short lock and
+//! receives a sequence number. It then waits until its record is written (and, under
+//! [`SyncPolicy::Always`], synced). The first waiter that finds no I/O in progress becomes the
+//! **leader**: it takes the whole buffer, releases the lock, issues one `write` and (if
+//! anyone needs it) one `fdatasync`, and wakes everyone. Writers that arrived meanwhile have
+//! filled the next buffer, which the next leader writes in one go. So N concurrent writers
+//! cost about one `write` + `fdatasync` per round instead of N.
+//!
+//! Failure rules:
+//! - a failed `write` (e.g. a full disk) is rolled back by cutting the file to its previous
+//!   length; the records of that round fail with the I/O error and the log keeps working;
+//! - a failed `fdatasync`, or a failed roll-back, **poisons** the log: durability of what was
+//!   written is unknown, so every later call fails with [`Error::Poisoned`] until reopen.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::format::{self, HEADER_LEN};
+use super::reader::LogFile;
+use crate::error::{Error, Result};
+use crate::io::{FileSystem, WriteFile};
+
+/// The open log file.
+struct Active {
+    file: Box<dyn WriteFile>,
+    number: u64,
+    len: u64,
+    max_seq: u64,
+}
+
+/// A round whose `write` failed: the waiters of seqs `first..=last` each receive the error.
+struct Failure {
+    first: u64,
+    last: u64,
+    remaining: u64,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+struct State {
+    next_seq: u64,
+    pending: Vec<u8>,
+    spare: Vec<u8>,
+    /// Sequence numbers of the first and last record in `pending` (0: empty).
+    pending_first: u64,
+    pending_last: u64,
+    /// Every record with a seq up to this was written to the OS or failed.
+    written: u64,
+    /// Every record with a seq up to this is durable (or failed).
+    synced: u64,
+    leader: bool,
+    failures: Vec<Failure>,
+    poisoned: Option<String>,
+    /// `None` only while a leader is doing I/O with it.
+    active: Option<Active>,
+    /// Log files no longer written to, oldest first.
+    closed: Vec<LogFile>,
+    rotate: bool,
+    next_number: u64,
+}
+
+/// The log writer. See the module documentation.
+pub(crate) struct WalWriter {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    file_bytes_max: u64,
+    st: Mutex<State>,
+    cv: Condvar,
+}
+
+impl WalWriter {
+    /// Starts a new log file after the `existing` ones; the next record gets `last_seq + 1`.
+    pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        file_bytes_max: u64,
+        existing: Vec<LogFile>,
+        last_seq: u64,
+    ) -> Result<WalWriter> {
+        let number = existing.iter().map(|f| f.number).max().unwrap_or(0) + 1;
+        let active = create_file(fs.as_ref(), dir, number)?;
+        let st = State {
+            next_seq: last_seq + 1,
+            pending: Vec::new(),
+            spare: Vec::new(),
+            pending_first: 0,
+            pending_last: 0,
+            written: last_seq,
+            synced: last_seq,
+            leader: false,
+            failures: Vec::new(),
+            poisoned: None,
+            active: Some(active),
+            closed: existing,
+            rotate: false,
+            next_number: number + 1,
+        };
+        Ok(WalWriter {
+            fs,
+            dir: dir.to_path_buf(),
+            file_bytes_max,
+            st: Mutex::new(st),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Appends a record whose body (kind byte first) is `body`, already hashed into `body_crc`.
+    /// Returns its sequence number; the record is not written until someone waits for it.
+    pub(crate) fn append(&self, body: &[u8], body_crc: &crc32fast::Hasher) -> Result<u64> {
+        let mut st = self.st.lock();
+        if let Some(cause) = &st.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        format::frame(&mut st.pending, seq, body, body_crc);
+        if st.pending_first == 0 {
+            st.pending_first = seq;
+        }
+        st.pending_last = seq;
+        Ok(seq)
+    }
+
+    /// Waits until record `seq` is written to the OS, and with `durable` also synced.
+    /// Fails when its round failed or the log is poisoned.
+    pub(crate) fn wait(&self, seq: u64, durable: bool) -> Result<()> {
+        let mut st = self.st.lock();
+        loop {
+            if let Some(i) = st
+                .failures
+                .iter()
+                .position(|f| f.first <= seq && seq <= f.last)
+            {
+                let f = &mut st.failures[i];
+                f.remaining -= 1;
+                let err = Error::io(
+                    "write log",
+                    self.dir.clone(),
+                    std::io::Error::new(f.kind, f.message.clone()),
+                );
+                if f.remaining == 0 {
+                    st.failures.swap_remove(i);
+                }
+                return Err(err);
+            }
+            let done = if durable {
+                st.synced >= seq
+            } else {
+                st.written >= seq
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.leader {
+                self.cv.wait(&mut st);
+                continue;
+            }
+            self.lead(&mut st, durable, false);
+        }
+    }
+
+    /// Makes every record appended so far durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let mut st = self.st.lock();
+        let target = st.next_seq - 1;
+        loop {
+            if st.synced >= target {
+                return Ok(());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.leader {
+                self.cv.wait(&mut st);
+                continue;
+            }
+            self.lead(&mut st, true, false);
+        }
+    }
+
+    /// Writes and syncs everything appended so far, then starts a new log file, so that the
+    /// old ones can be removed once their records are in segment files.
+    #[allow(dead_code)] // used by flush, next
+    pub(crate) fn rotate(&self) -> Result<()> {
+        let mut st = self.st.lock();
+        loop {
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.leader {
+                self.cv.wait(&mut st);
+                continue;
+            }
+            self.lead(&mut st, true, true);
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            // A rotation that could not create its new file is retried by a later round.
+            return Ok(());
+        }
+    }
+
+    /// Removes closed log files whose records all have sequence numbers up to `flushed_seq`
+    /// (they are all in segment files). Removal need not be durable: a file that comes back
+    /// after a crash only holds records that recovery skips as already flushed.
+    #[allow(dead_code)] // used by flush, next
+    pub(crate) fn remove_flushed(&self, flushed_seq: u64) -> Result<()> {
+        let victims: Vec<LogFile> = {
+            let mut st = self.st.lock();
+            let (gone, keep) = st.closed.iter().partition(|f| f.max_seq <= flushed_seq);
+            st.closed = keep;
+            gone
+        };
+        let mut result = Ok(());
+        for (k, v) in victims.iter().enumerate() {
+            let path = self.dir.join(super::file_name(v.number));
+            if let Err(e) = self.fs.remove(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                // Keep the ones not removed for a later attempt.
+                self.st
+                    .lock()
+                    .closed
+                    .splice(0..0, victims[k..].iter().copied());
+                result = Err(Error::io("remove log", path, e));
+                break;
+            }
+        }
+        result
+    }
+
+    /// Why the log is poisoned, if it is.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.st.lock().poisoned.clone()
+    }
+
+    /// One round of I/O as leader. Called with the lock held; releases it during I/O.
+    fn lead(&self, st: &mut MutexGuard<'_, State>, need_sync: bool, force_rotate: bool) {
+        st.leader = true;
+        let spare = std::mem::take(&mut st.spare);
+        let mut buf = std::mem::replace(&mut st.pending, spare);
+        let (first, last) = (st.pending_first, st.pending_last);
+        st.pending_first = 0;
+        st.pending_last = 0;
+        let mut active = st
+            .active
+            .take()
+            .expect("the log file is held by the leader only");
+        let rotate_wanted = force_rotate || st.rotate;
+        let next_number = st.next_number;
+
+        let mut write_err: Option<std::io::Error> = None;
+        let mut poison: Option<String> = None;
+        let mut synced = false;
+        let mut rotated: Option<LogFile> = None;
+        MutexGuard::unlocked(st, || {
+            if !buf.is_empty() {
+                match active.file.write_all(&buf) {
+                    Ok(()) => {
+                        active.len += buf.len() as u64;
+                        active.max_seq = last;
+                    }
+                    Err(e) => match active.file.set_len(active.len) {
+                        Ok(()) => write_err = Some(e),
+                        Err(e2) => {
+                            poison = Some(format!(
+                                "log write failed ({e}) and could not be undone ({e2})"
+                            ))
+                        }
+                    },
+                }
+            }
+            let rotate = rotate_wanted || active.len >= self.file_bytes_max;
+            if poison.is_none() && write_err.is_none() && (need_sync || rotate) {
+                match active.file.sync_data() {
+                    Ok(()) => synced = true,
+                    Err(e) => poison = Some(format!("log sync failed: {e}")),
+                }
+            }
+            if synced && rotate {
+                match create_file(self.fs.as_ref(), &self.dir, next_number) {
+                    Ok(new) => {
+                        let old = std::mem::replace(&mut active, new);
+                        rotated = Some(LogFile {
+                            number: old.number,
+                            max_seq: old.max_seq,
+                        });
+                    }
+                    Err(_) => {
+                        // Keep writing to the old file; a later round retries.
+                    }
+                }
+            }
+        });
+        if let Some(old) = rotated {
+            st.closed.push(old);
+            st.next_number = next_number + 1;
+            st.rotate = false;
+        } else if rotate_wanted {
+            st.rotate = true;
+        }
+        st.active = Some(active);
+        st.leader = false;
+        if let Some(p) = poison {
+            st.poisoned = Some(p);
+        } else if let Some(e) = write_err {
+            if first != 0 {
+                st.failures.push(Failure {
+                    first,
+                    last,
+                    remaining: last - first + 1,
+                    kind: e.kind(),
+                    message: e.to_string(),
+                });
+                st.written = st.written.max(last);
+            }
+        } else {
+            if last != 0 {
+                st.written = last;
+            }
+            if synced {
+                st.synced = st.written;
+            }
+        }
+        buf.clear();
+        st.spare = buf;
+        self.cv.notify_all();
+    }
+}
+
+/// Creates log file `number` with its header, durably (file synced, directory synced).
+fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<Active> {
+    let path = dir.join(super::file_name(number));
+    let result = (|| {
+        let mut file = fs
+            .create(&path)
+            .map_err(|e| Error::io("create log", &path, e))?;
+        file.write_all(&format::header(number))
+            .map_err(|e| Error::io("write log", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("sync log", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(Active {
+            file,
+            number,
+            len: HEADER_LEN as u64,
+            max_seq: 0,
+        })
+    })();
+    if result.is_err() {
+        let _ = fs.remove(&path);
+    }
+    result
+}
