@@ -31,20 +31,23 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod codec;
 mod db;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
+mod manifest;
 mod memtable;
 mod model;
 mod options;
 mod query;
 mod rows;
+mod segment;
 mod wal;
 
 pub use catalog::FIELDS_PER_MACHINE_MAX;
-pub use db::Db;
+pub use db::{Db, DbStats};
 pub use error::{Error, Result};
 pub use model::{
     Col, FieldType, NAME_BYTES_MAX, TimeRange, Timestamp, Value, WriteBatch, validate_field_name,

@@ -193,7 +193,6 @@ pub(crate) struct Memtable {
     max_seq: AtomicU64,
 }
 
-#[allow(dead_code)] // bytes, bounds, ...: used by flush, next
 impl Memtable {
     pub(crate) fn new() -> Memtable {
         Memtable::default()
@@ -231,6 +230,11 @@ impl Memtable {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Smallest sequence number inserted (0: none).
+    pub(crate) fn min_seq(&self) -> u64 {
+        self.min_seq.load(Ordering::Relaxed)
+    }
+
     /// Largest sequence number inserted (0: none).
     pub(crate) fn max_seq(&self) -> u64 {
         self.max_seq.load(Ordering::Relaxed)
@@ -243,13 +247,6 @@ impl Memtable {
     /// Machines with rows here.
     pub(crate) fn machines(&self) -> Vec<MachineIdx> {
         self.machines.read().keys().copied().collect()
-    }
-
-    /// Smallest and largest timestamp of a machine's rows (all of them, any snapshot).
-    pub(crate) fn bounds(&self, m: MachineIdx) -> Option<(Timestamp, Timestamp)> {
-        let buf = self.machines.read().get(&m).cloned()?;
-        let b = buf.lock();
-        (!b.ts.is_empty()).then_some((b.ts_min, b.ts_max))
     }
 
     /// A machine's rows in `range` visible at snapshot `seq`, with the requested fields.

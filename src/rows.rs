@@ -136,6 +136,23 @@ impl RowSet {
     }
 }
 
+/// Rows `lo..hi` of a row set.
+pub(crate) fn slice(r: &RowSet, lo: usize, hi: usize) -> RowSet {
+    RowSet {
+        ts: r.ts[lo..hi].to_vec(),
+        cols: r
+            .cols
+            .iter()
+            .map(|c| {
+                c.as_ref().map(|c| ColData {
+                    vals: c.vals[lo..hi].to_vec(),
+                    valid: c.valid.slice(lo, hi),
+                })
+            })
+            .collect(),
+    }
+}
+
 /// `first` then `second`, whose timestamps all lie after `first`'s.
 fn concat(first: RowSet, second: RowSet) -> RowSet {
     let (n1, n2) = (first.len(), second.len());

@@ -30,6 +30,7 @@ enum Op {
     /// A row whose field has the wrong type.
     WrongType(usize, i64),
     Reopen,
+    Flush,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => proptest::collection::vec(row, 1..12).prop_map(Op::Write),
         1 => (0..3usize, -20i64..20).prop_map(|(m, t)| Op::WrongType(m, t)),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Flush),
     ]
 }
 
@@ -69,7 +71,11 @@ proptest! {
     #[test]
     fn matches_the_model(ops in proptest::collection::vec(op(), 1..30)) {
         let dir = tempfile::tempdir().unwrap();
-        let open = || Db::open(dir.path(), Options { sync: SyncPolicy::Os, ..Options::default() }).unwrap();
+        // Small memtables and partitions: automatic flushes and many segments happen too.
+        let open = || {
+            let opts = Options { sync: SyncPolicy::Os, memtable_bytes_max: 8192, partition_width: 16, block_rows: 3, ..Options::default() };
+            Db::open(dir.path(), opts).unwrap()
+        };
         let mut db = open();
         let mut model = Model::new();
         for op in &ops {
@@ -104,6 +110,7 @@ proptest! {
                     db.close().unwrap();
                     db = open();
                 }
+                Op::Flush => db.flush().unwrap(),
             }
             assert_same(&dump(&db), &model);
         }

@@ -60,27 +60,7 @@ pub trait WriteFile: Send {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
 }
 
-/// Writes `bytes` to `path` durably and atomically: write `path.tmp`, fsync, rename over
-/// `path`, fsync the directory. Either the old file or the whole new one survives a crash.
-#[allow(dead_code)] // used by flush, next
-pub(crate) fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> crate::Result<()> {
-    use crate::Error;
-    let tmp = tmp_path(path);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut f = fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_data().map_err(|e| Error::io("sync", &tmp, e))?;
-    drop(f);
-    fs.rename(&tmp, path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    fs.sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok(())
-}
-
 /// `name.tmp` beside `path`: the temporary name files are written under before publishing.
-#[allow(dead_code)] // used by flush, next
 pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");

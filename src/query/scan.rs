@@ -8,6 +8,7 @@ use crate::db::{Db, Snapshot};
 use crate::error::Result;
 use crate::model::{FieldType, TimeRange};
 use crate::rows::RowSet;
+use crate::segment::{MachineIndex, Segment};
 
 use super::{Batch, Column, Machines};
 
@@ -136,27 +137,94 @@ pub(crate) fn resolve_fields(
     }
 }
 
-/// A machine's rows in `range` from every source of the snapshot, merged: newer sources win.
-pub(crate) fn read_machine(
+/// Segments of the snapshot whose partition overlaps `range`, with the machine's entry, in
+/// precedence order (by partition, then oldest to newest).
+pub(crate) fn machine_segments<'s>(
+    snap: &'s Snapshot,
+    name: &str,
+    range: TimeRange,
+) -> impl Iterator<Item = (&'s Segment, &'s MachineIndex)> + 's {
+    let name = name.to_string();
+    snap.version.segments.iter().filter_map(move |seg| {
+        let p = seg.index.partition_start;
+        let end = p.saturating_add(seg.index.partition_width);
+        if p >= range.end || end <= range.start {
+            return None;
+        }
+        let mi = seg.machine(&name)?;
+        range.overlaps(mi.ts_min, mi.ts_max).then_some((&**seg, mi))
+    })
+}
+
+/// A machine's rows in `range` from the memtables of the snapshot, merged (newer wins).
+pub(crate) fn read_memtables(
     snap: &Snapshot,
     m: MachineIdx,
     range: TimeRange,
     fields: &[FieldIdx],
-) -> Result<RowSet> {
+) -> RowSet {
     let v = &snap.version;
     let mut out = RowSet::empty(fields.len());
     for mt in v.frozen.iter().chain(std::iter::once(&v.active)) {
-        let rows = mt.read(m, range, snap.seq, fields);
-        out = out.merge_newer(rows);
+        out = out.merge_newer(mt.read(m, range, snap.seq, fields));
     }
-    Ok(out)
+    out
 }
 
-struct Current {
+/// One machine's scan, produced one time window at a time so memory stays bounded: each
+/// partition that has segments is one window; memtable rows outside those windows come as
+/// windows of their own.
+struct MachineScan {
     machine: Arc<str>,
     schema: Vec<(Arc<str>, FieldType)>,
-    rows: RowSet,
+    fields: Vec<FieldIdx>,
+    /// Memtable rows over the whole range (bounded by the memtable budget).
+    mem: RowSet,
+    mem_at: usize,
+    /// Partition starts with segments for this machine, ascending.
+    windows: VecDeque<(i64, i64)>,
+    /// The window being returned and how far.
+    current: RowSet,
     at: usize,
+}
+
+impl MachineScan {
+    /// The next window of rows, or `None` when the machine is done.
+    fn next_window(&mut self, snap: &Snapshot, range: TimeRange) -> Result<Option<RowSet>> {
+        let mem_left = self.mem_at < self.mem.len();
+        match self.windows.front().copied() {
+            Some((w_start, w_end)) => {
+                let lo = w_start.max(range.start);
+                let hi = w_end.min(range.end);
+                // Memtable rows before this window come first, on their own.
+                let before = self.mem_at + self.mem.ts[self.mem_at..].partition_point(|&t| t < lo);
+                if before > self.mem_at {
+                    let r = crate::rows::slice(&self.mem, self.mem_at, before);
+                    self.mem_at = before;
+                    return Ok(Some(r));
+                }
+                self.windows.pop_front();
+                let names: Vec<&str> = self.schema.iter().map(|(n, _)| &**n).collect();
+                let win = TimeRange { start: lo, end: hi };
+                let mut rows = RowSet::empty(self.fields.len());
+                for (seg, mi) in machine_segments(snap, &self.machine, win) {
+                    rows = rows.merge_newer(seg.read(mi, win, &names)?);
+                }
+                let end = self.mem_at + self.mem.ts[self.mem_at..].partition_point(|&t| t < hi);
+                if end > self.mem_at {
+                    rows = rows.merge_newer(crate::rows::slice(&self.mem, self.mem_at, end));
+                    self.mem_at = end;
+                }
+                Ok(Some(rows))
+            }
+            None if mem_left => {
+                let r = crate::rows::slice(&self.mem, self.mem_at, self.mem.len());
+                self.mem_at = self.mem.len();
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 /// The batches of a running scan. See [`Db::scan`].
@@ -166,30 +234,77 @@ pub struct ScanIter {
     fields: Option<Vec<String>>,
     batch_rows: usize,
     machines: VecDeque<MachineIdx>,
-    current: Option<Current>,
+    current: Option<MachineScan>,
 }
 
 impl ScanIter {
-    fn load_next_machine(&mut self) -> Result<bool> {
-        while let Some(m) = self.machines.pop_front() {
-            let sel = resolve_fields(&self.snap, m, self.fields.as_deref());
-            if sel.is_empty() || self.range.is_empty() {
-                continue;
-            }
-            let idx: Vec<FieldIdx> = sel.iter().map(|s| s.0).collect();
-            let rows = read_machine(&self.snap, m, self.range, &idx)?;
-            if rows.is_empty() {
-                continue;
-            }
-            self.current = Some(Current {
-                machine: self.snap.catalog.entry(m).name.clone(),
-                schema: sel.into_iter().map(|(_, n, t)| (n, t)).collect(),
-                rows,
-                at: 0,
-            });
-            return Ok(true);
+    fn start_machine(&self, m: MachineIdx) -> Option<MachineScan> {
+        let sel = resolve_fields(&self.snap, m, self.fields.as_deref());
+        if sel.is_empty() || self.range.is_empty() {
+            return None;
         }
-        Ok(false)
+        let fields: Vec<FieldIdx> = sel.iter().map(|s| s.0).collect();
+        let name = self.snap.catalog.entry(m).name.clone();
+        let mut windows: Vec<(i64, i64)> = machine_segments(&self.snap, &name, self.range)
+            .map(|(seg, _)| {
+                let p = seg.index.partition_start;
+                (p, p.saturating_add(seg.index.partition_width))
+            })
+            .collect();
+        windows.dedup();
+        let mem = read_memtables(&self.snap, m, self.range, &fields);
+        Some(MachineScan {
+            machine: name,
+            schema: sel.into_iter().map(|(_, n, t)| (n, t)).collect(),
+            fields,
+            mem,
+            mem_at: 0,
+            windows: windows.into(),
+            current: RowSet::default(),
+            at: 0,
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        loop {
+            if self.current.is_none() {
+                let Some(m) = self.machines.pop_front() else {
+                    return Ok(None);
+                };
+                self.current = self.start_machine(m);
+                continue;
+            }
+            let cur = self.current.as_mut().unwrap();
+            if cur.at < cur.current.len() {
+                let (lo, hi) = (cur.at, (cur.at + self.batch_rows).min(cur.current.len()));
+                cur.at = hi;
+                let rows = if lo == 0 && hi == cur.current.len() {
+                    std::mem::take(&mut cur.current)
+                } else {
+                    crate::rows::slice(&cur.current, lo, hi)
+                };
+                let n = rows.len();
+                let columns = cur
+                    .schema
+                    .iter()
+                    .zip(rows.cols)
+                    .map(|((name, ty), col)| Column::from_col(name.clone(), *ty, col, n))
+                    .collect();
+                return Ok(Some(Batch {
+                    machine: cur.machine.clone(),
+                    ts: rows.ts,
+                    columns,
+                }));
+            }
+            match cur.next_window(&self.snap, self.range)? {
+                Some(mut rows) => {
+                    rows.drop_empty_rows();
+                    cur.current = rows;
+                    cur.at = 0;
+                }
+                None => self.current = None,
+            }
+        }
     }
 }
 
@@ -197,58 +312,14 @@ impl Iterator for ScanIter {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
-        loop {
-            if let Some(cur) = &mut self.current {
-                if cur.at < cur.rows.len() {
-                    let lo = cur.at;
-                    let hi = (lo + self.batch_rows).min(cur.rows.len());
-                    cur.at = hi;
-                    let whole = lo == 0 && hi == cur.rows.len();
-                    let rows = if whole {
-                        std::mem::take(&mut cur.rows)
-                    } else {
-                        slice_rows(&cur.rows, lo, hi)
-                    };
-                    let n = rows.len();
-                    let columns = cur
-                        .schema
-                        .iter()
-                        .zip(rows.cols)
-                        .map(|((name, ty), col)| Column::from_col(name.clone(), *ty, col, n))
-                        .collect();
-                    return Some(Ok(Batch {
-                        machine: cur.machine.clone(),
-                        ts: rows.ts,
-                        columns,
-                    }));
-                }
+        match self.next_batch() {
+            Ok(b) => b.map(Ok),
+            Err(e) => {
+                // A failed scan ends after reporting its error.
+                self.machines.clear();
                 self.current = None;
-            }
-            match self.load_next_machine() {
-                Ok(true) => continue,
-                Ok(false) => return None,
-                Err(e) => {
-                    self.machines.clear();
-                    return Some(Err(e));
-                }
+                Some(Err(e))
             }
         }
-    }
-}
-
-/// Rows `lo..hi` of a row set.
-fn slice_rows(r: &RowSet, lo: usize, hi: usize) -> RowSet {
-    RowSet {
-        ts: r.ts[lo..hi].to_vec(),
-        cols: r
-            .cols
-            .iter()
-            .map(|c| {
-                c.as_ref().map(|c| crate::rows::ColData {
-                    vals: c.vals[lo..hi].to_vec(),
-                    valid: c.valid.slice(lo, hi),
-                })
-            })
-            .collect(),
     }
 }

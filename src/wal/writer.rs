@@ -193,7 +193,6 @@ impl WalWriter {
 
     /// Writes and syncs everything appended so far, then starts a new log file, so that the
     /// old ones can be removed once their records are in segment files.
-    #[allow(dead_code)] // used by flush, next
     pub(crate) fn rotate(&self) -> Result<()> {
         let mut st = self.st.lock();
         loop {
@@ -217,10 +216,14 @@ impl WalWriter {
         }
     }
 
+    /// Asks the next round of I/O to start a new log file after writing.
+    pub(crate) fn request_rotate(&self) {
+        self.st.lock().rotate = true;
+    }
+
     /// Removes closed log files whose records all have sequence numbers up to `flushed_seq`
     /// (they are all in segment files). Removal need not be durable: a file that comes back
     /// after a crash only holds records that recovery skips as already flushed.
-    #[allow(dead_code)] // used by flush, next
     pub(crate) fn remove_flushed(&self, flushed_seq: u64) -> Result<()> {
         let victims: Vec<LogFile> = {
             let mut st = self.st.lock();

@@ -104,3 +104,62 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// One machine of a dataset in the workload layout: strictly ascending timestamps (repeated
+/// timestamps resolved, the later row winning field by field) and per field `None` = missing.
+pub struct CsvMachine {
+    pub id: String,
+    pub fields: Vec<String>,
+    pub ts: Vec<i64>,
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// Loads every `<machine>.csv` of a dataset directory, machines in byte-wise id order.
+pub fn load_dataset(dir: &Path) -> Vec<CsvMachine> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    files.iter().map(|p| load_csv(p)).collect()
+}
+
+pub fn load_csv(path: &Path) -> CsvMachine {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    assert_eq!(header[0], "ts");
+    let fields = header[1..].to_vec();
+    let mut rows: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut cells = line.split(',');
+        let ts: i64 = cells.next().unwrap().trim().parse().unwrap();
+        let row = rows.entry(ts).or_insert_with(|| vec![None; fields.len()]);
+        for (i, c) in cells.enumerate() {
+            let c = c.trim();
+            if !c.is_empty() {
+                row[i] = Some(c.parse().unwrap());
+            }
+        }
+    }
+    let ts: Vec<i64> = rows.keys().copied().collect();
+    let values = (0..fields.len())
+        .map(|f| rows.values().map(|r| r[f]).collect())
+        .collect();
+    let id = path.file_stem().unwrap().to_string_lossy().into_owned();
+    CsvMachine {
+        id,
+        fields,
+        ts,
+        values,
+    }
+}

@@ -1,0 +1,598 @@
+//! Reading a segment file: validate, then decode blocks on demand.
+//!
+//! Opening checks the header, the trailer, the index checksum, and then every entry of the
+//! index against the file: chunk offsets and lengths inside the data region, row counts within
+//! `BLOCK_ROWS_MAX`, counts within rows, time bounds ordered and inside the partition, names
+//! valid, machines sorted. Nothing read from the file is used before it is checked, and no
+//! allocation is larger than what the bytes already read can justify. Decoding a block checks
+//! its chunks' checksums first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::*;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::io::{Bytes, FileSystem};
+use crate::model::{Bitmap, FieldType, TimeRange, validate_field_name, validate_machine_id};
+use crate::rows::{ColData, RowSet};
+
+/// An open segment file.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) id: u64,
+    pub(crate) path: PathBuf,
+    data: Bytes,
+    pub(crate) index: SegmentIndex,
+}
+
+/// A bounds-checked reader over the index bytes; errors name the file and offset.
+struct Dec<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    file: &'a Path,
+    /// File offset of `bytes[0]` when the index is stored raw; `None` when compressed.
+    base: Option<u64>,
+    footer_offset: u64,
+}
+
+impl<'a> Dec<'a> {
+    fn err(&self, what: impl Into<String>) -> Error {
+        match self.base {
+            Some(b) => Error::corrupt(self.file, b + self.pos as u64, what),
+            None => Error::corrupt(
+                self.file,
+                self.footer_offset,
+                format!(
+                    "{} (at byte {} of the compressed index)",
+                    what.into(),
+                    self.pos
+                ),
+            ),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        match self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()) {
+            Some(end) => {
+                let s = &self.bytes[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(self.err("index ends early")),
+        }
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(self.u64()? as i64)
+    }
+    fn name(&mut self) -> Result<&'a str> {
+        let n = self.u8()? as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|_| self.err("name is not UTF-8"))
+    }
+    /// Rejects a count of entries that the remaining bytes cannot hold at `min_bytes` each.
+    fn check_count(&self, count: usize, min_bytes: usize) -> Result<()> {
+        if count.saturating_mul(min_bytes) > self.bytes.len() - self.pos {
+            return Err(self.err(format!("count {count} exceeds the index")));
+        }
+        Ok(())
+    }
+    fn chunk(&mut self) -> Result<ChunkRef> {
+        let offset = self.u64()?;
+        let len = self.u32()?;
+        let crc = self.u32()?;
+        let end = offset.checked_add(len as u64);
+        if offset < HEADER_LEN as u64 || end.is_none_or(|e| e > self.footer_offset) {
+            return Err(self.err(format!("chunk {offset}+{len} lies outside the data region")));
+        }
+        if len == 0 {
+            return Err(self.err("empty chunk"));
+        }
+        Ok(ChunkRef { offset, len, crc })
+    }
+}
+
+const BLOCK_ENTRY_MIN: usize = 4 + 8 + 8 + 16;
+const FIELD_ENTRY_MIN: usize = 16 + 4 + 7 * 8;
+
+impl Segment {
+    /// Maps and validates segment file `id` at `path`.
+    pub(crate) fn open(fs: &dyn FileSystem, path: &Path, id: u64) -> Result<Segment> {
+        let data = fs
+            .map(path)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        Segment::from_bytes(path.to_path_buf(), id, data)
+    }
+
+    /// Validates a segment held in memory.
+    pub(crate) fn from_bytes(path: PathBuf, id: u64, data: Bytes) -> Result<Segment> {
+        let index = parse(&path, &data)?;
+        Ok(Segment {
+            id,
+            path,
+            data,
+            index,
+        })
+    }
+
+    /// Bytes of the file.
+    pub(crate) fn file_len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The machine's entry, by name.
+    pub(crate) fn machine(&self, name: &str) -> Option<&MachineIndex> {
+        let ms = &self.index.machines;
+        ms.binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes()))
+            .ok()
+            .map(|i| &ms[i])
+    }
+
+    fn chunk_bytes(&self, c: &ChunkRef) -> Result<&[u8]> {
+        // Offsets were checked against the file at open.
+        let b = &self.data[c.offset as usize..(c.offset + c.len as u64) as usize];
+        if crc32fast::hash(b) != c.crc {
+            return Err(Error::corrupt(
+                &self.path,
+                c.offset,
+                "block checksum mismatch",
+            ));
+        }
+        Ok(b)
+    }
+
+    fn codec_err(&self, c: &ChunkRef, e: codec::DecodeError) -> Error {
+        Error::corrupt(
+            &self.path,
+            c.offset + e.offset as u64,
+            format!("bad block: {}", e.what),
+        )
+    }
+
+    /// Decodes a block's timestamps (checking they ascend within the block's bounds).
+    pub(crate) fn block_ts(&self, b: &BlockIndex, out: &mut Vec<Timestamp>) -> Result<()> {
+        let bytes = self.chunk_bytes(&b.ts_chunk)?;
+        codec::decode_timestamps(bytes, b.rows as usize, out)
+            .map_err(|e| self.codec_err(&b.ts_chunk, e))?;
+        let ok = out.len() == b.rows as usize
+            && out.first() == Some(&b.ts_min)
+            && out.last() == Some(&b.ts_max)
+            && out.windows(2).all(|w| w[0] < w[1]);
+        if !ok {
+            return Err(Error::corrupt(
+                &self.path,
+                b.ts_chunk.offset,
+                "block timestamps disagree with the index",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes one field of a block into a column over the block's rows.
+    pub(crate) fn block_field(
+        &self,
+        ty: FieldType,
+        rows: usize,
+        fc: &FieldChunk,
+    ) -> Result<ColData> {
+        let c = &fc.chunk;
+        let bytes = self.chunk_bytes(c)?;
+        let count = fc.stats.count as usize;
+        let bad = |what: &'static str| Error::corrupt(&self.path, c.offset, what);
+        let (valid, values) = match bytes[0] {
+            CHUNK_ALL_VALID => {
+                if count != rows {
+                    return Err(bad("value count disagrees with the index"));
+                }
+                (None, &bytes[1..])
+            }
+            CHUNK_WITH_VALIDITY => {
+                let Some(len) = bytes.get(1..5) else {
+                    return Err(bad("chunk ends early"));
+                };
+                let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+                let Some(vbytes) = bytes.get(5..5 + len) else {
+                    return Err(bad("chunk ends early"));
+                };
+                let mut valid = Vec::new();
+                codec::decode_bool(vbytes, rows, &mut valid).map_err(|e| {
+                    let c5 = ChunkRef {
+                        offset: c.offset + 5,
+                        ..*c
+                    };
+                    self.codec_err(&c5, e)
+                })?;
+                if valid.iter().filter(|&&v| v).count() != count {
+                    return Err(bad("validity disagrees with the index's count"));
+                }
+                (Some(valid), &bytes[5 + len..])
+            }
+            _ => return Err(bad("unknown chunk mode")),
+        };
+        let voff = (bytes.len() - values.len()) as u64;
+        let vals = decode_values(ty, values, count).map_err(|e| {
+            let cv = ChunkRef {
+                offset: c.offset + voff,
+                ..*c
+            };
+            self.codec_err(&cv, e)
+        })?;
+        Ok(match valid {
+            None => ColData {
+                vals,
+                valid: Bitmap::with_len(rows, true),
+            },
+            Some(valid) => {
+                let mut out = vec![0u64; rows];
+                let mut it = vals.into_iter();
+                let mut bm = Bitmap::new();
+                for (r, &v) in valid.iter().enumerate() {
+                    if v {
+                        out[r] = it.next().unwrap_or(0);
+                    }
+                    bm.push(v);
+                }
+                ColData {
+                    vals: out,
+                    valid: bm,
+                }
+            }
+        })
+    }
+
+    /// A machine's rows in `range` for the requested fields (by name; `None` entries and
+    /// fields this segment lacks give `None` columns). Blocks outside the range are skipped.
+    pub(crate) fn read(
+        &self,
+        m: &MachineIndex,
+        range: TimeRange,
+        fields: &[&str],
+    ) -> Result<RowSet> {
+        let mut out = RowSet::empty(fields.len());
+        if !range.overlaps(m.ts_min, m.ts_max) {
+            return Ok(out);
+        }
+        // Requested fields per group: (position in group, output column).
+        let mut per_group: Vec<Vec<(usize, usize)>> = vec![Vec::new(); m.groups.len()];
+        for (col, name) in fields.iter().enumerate() {
+            if let Some((g, p)) = m.locate(name) {
+                per_group[g].push((p, col));
+            }
+        }
+        let mut ts = Vec::new();
+        for (g, wanted) in per_group.iter().enumerate() {
+            if wanted.is_empty() {
+                continue;
+            }
+            let grp = &m.groups[g];
+            let mut part = RowSet::empty(fields.len());
+            for b in grp
+                .blocks
+                .iter()
+                .filter(|b| range.overlaps(b.ts_min, b.ts_max))
+            {
+                self.block_ts(b, &mut ts)?;
+                let lo = ts.partition_point(|&t| t < range.start);
+                let hi = ts.partition_point(|&t| t < range.end);
+                let mut rows = RowSet {
+                    ts: ts[lo..hi].to_vec(),
+                    cols: vec![None; fields.len()],
+                };
+                for &(p, col) in wanted {
+                    let ty = m.fields[grp.fields[p] as usize].1;
+                    let c = self.block_field(ty, b.rows as usize, &b.fields[p])?;
+                    let c = if lo == 0 && hi == ts.len() {
+                        c
+                    } else {
+                        ColData {
+                            vals: c.vals[lo..hi].to_vec(),
+                            valid: c.valid.slice(lo, hi),
+                        }
+                    };
+                    rows.cols[col] = Some(c);
+                }
+                part = part.merge_newer(rows);
+            }
+            out = out.merge_newer(part);
+        }
+        out.drop_empty_rows();
+        Ok(out)
+    }
+
+    /// Reads every block of every machine, checking every checksum and decoding everything.
+    pub(crate) fn verify(&self) -> Result<u64> {
+        let mut points = 0;
+        let mut ts = Vec::new();
+        for m in &self.index.machines {
+            for g in &m.groups {
+                for b in &g.blocks {
+                    self.block_ts(b, &mut ts)?;
+                    for (p, fc) in b.fields.iter().enumerate() {
+                        let ty = m.fields[g.fields[p] as usize].1;
+                        self.block_field(ty, b.rows as usize, fc)?;
+                        points += fc.stats.count as u64;
+                    }
+                }
+            }
+        }
+        Ok(points)
+    }
+}
+
+pub(crate) fn decode_values(
+    ty: FieldType,
+    bytes: &[u8],
+    n: usize,
+) -> Result<Vec<u64>, codec::DecodeError> {
+    Ok(match ty {
+        FieldType::F64 => {
+            let mut v = Vec::new();
+            codec::decode_f64(bytes, n, &mut v)?;
+            v.into_iter().map(f64::to_bits).collect()
+        }
+        FieldType::I64 => {
+            let mut v = Vec::new();
+            codec::decode_i64(bytes, n, &mut v)?;
+            v.into_iter().map(|x| x as u64).collect()
+        }
+        FieldType::Bool => {
+            let mut v = Vec::new();
+            codec::decode_bool(bytes, n, &mut v)?;
+            v.into_iter().map(|x| x as u64).collect()
+        }
+    })
+}
+
+/// Validates the header and trailer and parses the index.
+fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
+    let len = data.len();
+    if len < HEADER_LEN + TRAILER_LEN {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("file of {len} bytes is shorter than a segment"),
+        ));
+    }
+    if &data[0..8] != MAGIC {
+        return Err(Error::corrupt(path, 0, "bad magic"));
+    }
+    let version = u16::from_le_bytes(data[8..10].try_into().unwrap());
+    if version != VERSION {
+        return Err(Error::FormatVersion {
+            file: path.to_path_buf(),
+            found: version as u32,
+            supported: VERSION as u32,
+        });
+    }
+    let t = &data[len - TRAILER_LEN..];
+    let t_off = (len - TRAILER_LEN) as u64;
+    if &t[24..32] != END_MAGIC {
+        return Err(Error::corrupt(
+            path,
+            t_off + 24,
+            "bad trailer magic (truncated file?)",
+        ));
+    }
+    let tversion = u16::from_le_bytes(t[22..24].try_into().unwrap());
+    if tversion != version {
+        return Err(Error::corrupt(
+            path,
+            t_off + 22,
+            "trailer version disagrees with the header",
+        ));
+    }
+    let footer_offset = u64::from_le_bytes(t[0..8].try_into().unwrap());
+    let stored_len = u32::from_le_bytes(t[8..12].try_into().unwrap()) as u64;
+    let raw_len = u32::from_le_bytes(t[12..16].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(t[16..20].try_into().unwrap());
+    let codec_id = t[20];
+    if footer_offset < HEADER_LEN as u64 || footer_offset.checked_add(stored_len) != Some(t_off) {
+        return Err(Error::corrupt(
+            path,
+            t_off,
+            "index position disagrees with the file size",
+        ));
+    }
+    let stored = &data[footer_offset as usize..t_off as usize];
+    if crc32fast::hash(stored) != crc {
+        return Err(Error::corrupt(
+            path,
+            footer_offset,
+            "index checksum mismatch",
+        ));
+    }
+    let decompressed;
+    let (bytes, base) = match codec_id {
+        FOOTER_RAW => {
+            if raw_len != stored.len() {
+                return Err(Error::corrupt(
+                    path,
+                    t_off + 12,
+                    "raw index length disagrees",
+                ));
+            }
+            (stored, Some(footer_offset))
+        }
+        FOOTER_ZSTD => {
+            if raw_len > INDEX_BYTES_MAX {
+                return Err(Error::corrupt(path, t_off + 12, "index too large"));
+            }
+            decompressed = zstd::bulk::decompress(stored, raw_len).map_err(|e| {
+                Error::corrupt(
+                    path,
+                    footer_offset,
+                    format!("index does not decompress: {e}"),
+                )
+            })?;
+            if decompressed.len() != raw_len {
+                return Err(Error::corrupt(
+                    path,
+                    footer_offset,
+                    "index length disagrees",
+                ));
+            }
+            (&decompressed[..], None)
+        }
+        _ => return Err(Error::corrupt(path, t_off + 20, "unknown index codec")),
+    };
+    let mut d = Dec {
+        bytes,
+        pos: 0,
+        file: path,
+        base,
+        footer_offset,
+    };
+    let partition_start = d.i64()?;
+    let partition_width = d.i64()?;
+    let min_seq = d.u64()?;
+    let max_seq = d.u64()?;
+    if partition_width <= 0 || min_seq > max_seq {
+        return Err(d.err("bad partition or sequence bounds"));
+    }
+    let partition_end = partition_start.checked_add(partition_width);
+    let n_machines = d.u32()? as usize;
+    d.check_count(n_machines, 6)?;
+    let mut machines: Vec<MachineIndex> = Vec::with_capacity(n_machines);
+    for _ in 0..n_machines {
+        let name = d.name()?;
+        validate_machine_id(name).map_err(|e| d.err(e.to_string()))?;
+        if machines
+            .last()
+            .is_some_and(|p| p.name.as_bytes() >= name.as_bytes())
+        {
+            return Err(d.err("machines not sorted"));
+        }
+        let name: Arc<str> = Arc::from(name);
+        let n_fields = d.u16()? as usize;
+        d.check_count(n_fields, 3)?;
+        let mut fields: Vec<(Arc<str>, FieldType)> = Vec::with_capacity(n_fields);
+        for _ in 0..n_fields {
+            let f = d.name()?;
+            validate_field_name(f).map_err(|e| d.err(e.to_string()))?;
+            let ty = FieldType::from_code(d.u8()?).ok_or_else(|| d.err("unknown field type"))?;
+            if fields.iter().any(|(n, _)| &**n == f) {
+                return Err(d.err("field repeated"));
+            }
+            fields.push((Arc::from(f), ty));
+        }
+        let n_groups = d.u16()? as usize;
+        d.check_count(n_groups, 6)?;
+        let mut groups = Vec::with_capacity(n_groups);
+        let mut seen = vec![false; n_fields];
+        let (mut m_min, mut m_max) = (i64::MAX, i64::MIN);
+        for _ in 0..n_groups {
+            let n_gf = d.u16()? as usize;
+            d.check_count(n_gf, 2)?;
+            if n_gf == 0 {
+                return Err(d.err("empty field group"));
+            }
+            let mut gf = Vec::with_capacity(n_gf);
+            for _ in 0..n_gf {
+                let f = d.u16()?;
+                if f as usize >= n_fields || seen[f as usize] {
+                    return Err(d.err("bad or repeated field index in a group"));
+                }
+                seen[f as usize] = true;
+                gf.push(f);
+            }
+            let n_blocks = d.u32()? as usize;
+            d.check_count(n_blocks, BLOCK_ENTRY_MIN + n_gf * FIELD_ENTRY_MIN)?;
+            if n_blocks == 0 {
+                return Err(d.err("group without blocks"));
+            }
+            let mut blocks = Vec::with_capacity(n_blocks);
+            let mut prev_max: Option<i64> = None;
+            for _ in 0..n_blocks {
+                let rows = d.u32()?;
+                let ts_min = d.i64()?;
+                let ts_max = d.i64()?;
+                if rows == 0 || rows as usize > crate::BLOCK_ROWS_MAX {
+                    return Err(d.err(format!("block of {rows} rows")));
+                }
+                let span_ok =
+                    ts_min <= ts_max && (ts_max as i128 - ts_min as i128) >= rows as i128 - 1;
+                let in_partition =
+                    ts_min >= partition_start && partition_end.is_none_or(|e| ts_max < e);
+                if !span_ok || !in_partition || prev_max.is_some_and(|p| ts_min <= p) {
+                    return Err(d.err("block time bounds are impossible"));
+                }
+                prev_max = Some(ts_max);
+                m_min = m_min.min(ts_min);
+                m_max = m_max.max(ts_max);
+                let ts_chunk = d.chunk()?;
+                let mut fcs = Vec::with_capacity(n_gf);
+                for _ in 0..n_gf {
+                    let chunk = d.chunk()?;
+                    let count = d.u32()?;
+                    let min = d.u64()?;
+                    let max = d.u64()?;
+                    let sum = f64::from_bits(d.u64()?);
+                    let first = d.u64()?;
+                    let last = d.u64()?;
+                    let first_ts = d.i64()?;
+                    let last_ts = d.i64()?;
+                    if count > rows
+                        || (count > 0
+                            && (first_ts < ts_min || last_ts > ts_max || first_ts > last_ts))
+                    {
+                        return Err(d.err("field statistics are impossible"));
+                    }
+                    fcs.push(FieldChunk {
+                        chunk,
+                        stats: Stats {
+                            count,
+                            min,
+                            max,
+                            sum,
+                            first,
+                            last,
+                            first_ts,
+                            last_ts,
+                        },
+                    });
+                }
+                blocks.push(BlockIndex {
+                    rows,
+                    ts_min,
+                    ts_max,
+                    ts_chunk,
+                    fields: fcs,
+                });
+            }
+            groups.push(GroupIndex { fields: gf, blocks });
+        }
+        if seen.iter().any(|s| !s) {
+            return Err(d.err("a field belongs to no group"));
+        }
+        if groups.is_empty() {
+            return Err(d.err("machine without data"));
+        }
+        machines.push(MachineIndex {
+            name,
+            fields,
+            groups,
+            ts_min: m_min,
+            ts_max: m_max,
+        });
+    }
+    if d.pos != bytes.len() {
+        return Err(d.err("unexpected bytes after the index"));
+    }
+    Ok(SegmentIndex {
+        partition_start,
+        partition_width,
+        min_seq,
+        max_seq,
+        machines,
+    })
+}

@@ -1,0 +1,327 @@
+//! Encoding a segment file.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::codec;
+use crate::model::{Bitmap, FieldType};
+use crate::rows::{ColData, RowSet};
+
+/// One machine's rows for a segment: its fields (only those with values) and the rows, whose
+/// columns line up with `fields` and are all `Some`.
+pub(crate) struct MachineData {
+    pub(crate) name: Arc<str>,
+    pub(crate) fields: Vec<(Arc<str>, FieldType)>,
+    pub(crate) rows: RowSet,
+}
+
+impl MachineData {
+    /// Builds from a row set whose columns line up with `schema`, dropping empty columns.
+    pub(crate) fn new(
+        name: Arc<str>,
+        schema: &[(Arc<str>, FieldType)],
+        rows: RowSet,
+    ) -> MachineData {
+        let mut fields = Vec::new();
+        let mut cols = Vec::new();
+        for (f, c) in schema.iter().zip(rows.cols) {
+            if let Some(c) = c
+                && c.valid.count_ones() > 0
+            {
+                fields.push(f.clone());
+                cols.push(Some(c));
+            }
+        }
+        MachineData {
+            name,
+            fields,
+            rows: RowSet { ts: rows.ts, cols },
+        }
+    }
+}
+
+/// What the writer produced, for the manifest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentSummary {
+    pub(crate) ts_min: Timestamp,
+    pub(crate) ts_max: Timestamp,
+    pub(crate) points: u64,
+}
+
+/// Encodes a segment of one partition. `machines` must be sorted by name, unique, and each
+/// must have rows (all inside the partition).
+pub(crate) fn encode_segment(
+    partition_start: Timestamp,
+    partition_width: i64,
+    min_seq: u64,
+    max_seq: u64,
+    machines: &[MachineData],
+    block_rows: usize,
+) -> (Vec<u8>, SegmentSummary) {
+    debug_assert!(
+        machines
+            .windows(2)
+            .all(|w| w[0].name.as_bytes() < w[1].name.as_bytes())
+    );
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    debug_assert_eq!(out.len(), HEADER_LEN);
+
+    let mut index = Vec::new();
+    index.extend_from_slice(&partition_start.to_le_bytes());
+    index.extend_from_slice(&partition_width.to_le_bytes());
+    index.extend_from_slice(&min_seq.to_le_bytes());
+    index.extend_from_slice(&max_seq.to_le_bytes());
+    index.extend_from_slice(&(machines.len() as u32).to_le_bytes());
+    let mut summary = SegmentSummary {
+        ts_min: i64::MAX,
+        ts_max: i64::MIN,
+        points: 0,
+    };
+    for m in machines {
+        summary.ts_min = summary.ts_min.min(m.rows.ts[0]);
+        summary.ts_max = summary.ts_max.max(*m.rows.ts.last().unwrap());
+        summary.points += encode_machine(m, block_rows, &mut out, &mut index);
+    }
+
+    // The index, compressed when that pays.
+    let footer_offset = out.len() as u64;
+    let compressed = zstd::bulk::compress(&index, 3)
+        .ok()
+        .filter(|c| c.len() < index.len());
+    let (codec_id, stored): (u8, &[u8]) = match &compressed {
+        Some(c) => (FOOTER_ZSTD, c),
+        None => (FOOTER_RAW, &index),
+    };
+    out.extend_from_slice(stored);
+    out.extend_from_slice(&footer_offset.to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(index.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
+    out.push(codec_id);
+    out.push(0);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(END_MAGIC);
+    (out, summary)
+}
+
+fn put_name(index: &mut Vec<u8>, name: &str) {
+    index.push(name.len() as u8);
+    index.extend_from_slice(name.as_bytes());
+}
+
+/// Encodes one machine's chunks into `out` and its index entry into `index`; returns the
+/// number of values written.
+fn encode_machine(
+    m: &MachineData,
+    block_rows: usize,
+    out: &mut Vec<u8>,
+    index: &mut Vec<u8>,
+) -> u64 {
+    put_name(index, &m.name);
+    index.extend_from_slice(&(m.fields.len() as u16).to_le_bytes());
+    for (name, ty) in &m.fields {
+        put_name(index, name);
+        index.push(ty.code());
+    }
+    let cols: Vec<&ColData> = m
+        .rows
+        .cols
+        .iter()
+        .map(|c| c.as_ref().expect("columns are present"))
+        .collect();
+    let groups = group_fields(&cols);
+    index.extend_from_slice(&(groups.len() as u16).to_le_bytes());
+    let mut points = 0;
+    for (members, union) in groups {
+        index.extend_from_slice(&(members.len() as u16).to_le_bytes());
+        for &f in &members {
+            index.extend_from_slice(&(f as u16).to_le_bytes());
+        }
+        // The group's rows: those where any member has a value.
+        let rows: Vec<usize> = if union.all() {
+            (0..m.rows.len()).collect()
+        } else {
+            union.ones().collect()
+        };
+        let n_blocks = rows.len().div_ceil(block_rows);
+        index.extend_from_slice(&(n_blocks as u32).to_le_bytes());
+        let mut ts = Vec::with_capacity(block_rows);
+        let mut valid = Vec::with_capacity(block_rows);
+        for block in rows.chunks(block_rows) {
+            ts.clear();
+            ts.extend(block.iter().map(|&r| m.rows.ts[r]));
+            index.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            index.extend_from_slice(&ts[0].to_le_bytes());
+            index.extend_from_slice(&ts[ts.len() - 1].to_le_bytes());
+            let at = out.len();
+            codec::encode_timestamps(&ts, out);
+            put_chunk(index, out, at);
+            for &f in &members {
+                let (ty, col) = (m.fields[f].1, cols[f]);
+                valid.clear();
+                valid.extend(block.iter().map(|&r| col.valid.get(r)));
+                let present: Vec<u64> = block
+                    .iter()
+                    .filter(|&&r| col.valid.get(r))
+                    .map(|&r| col.vals[r])
+                    .collect();
+                let present_ts: Vec<Timestamp> = block
+                    .iter()
+                    .filter(|&&r| col.valid.get(r))
+                    .map(|&r| m.rows.ts[r])
+                    .collect();
+                let at = out.len();
+                if present.len() == block.len() {
+                    out.push(CHUNK_ALL_VALID);
+                } else {
+                    out.push(CHUNK_WITH_VALIDITY);
+                    let len_at = out.len();
+                    out.extend_from_slice(&[0u8; 4]);
+                    codec::encode_bool(&valid, out);
+                    let vlen = (out.len() - len_at - 4) as u32;
+                    out[len_at..len_at + 4].copy_from_slice(&vlen.to_le_bytes());
+                }
+                encode_values(ty, &present, out);
+                put_chunk(index, out, at);
+                let s = stats(ty, &present, &present_ts);
+                put_stats(index, &s);
+                points += present.len() as u64;
+            }
+        }
+    }
+    points
+}
+
+/// Records the chunk `out[at..]` in the index: offset, length, crc.
+fn put_chunk(index: &mut Vec<u8>, out: &[u8], at: usize) {
+    index.extend_from_slice(&(at as u64).to_le_bytes());
+    index.extend_from_slice(&((out.len() - at) as u32).to_le_bytes());
+    index.extend_from_slice(&crc32fast::hash(&out[at..]).to_le_bytes());
+}
+
+fn put_stats(index: &mut Vec<u8>, s: &Stats) {
+    index.extend_from_slice(&s.count.to_le_bytes());
+    for v in [
+        s.min,
+        s.max,
+        s.sum.to_bits(),
+        s.first,
+        s.last,
+        s.first_ts as u64,
+        s.last_ts as u64,
+    ] {
+        index.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+pub(crate) fn encode_values(ty: FieldType, bits: &[u64], out: &mut Vec<u8>) {
+    match ty {
+        FieldType::F64 => {
+            let v: Vec<f64> = bits.iter().map(|&b| f64::from_bits(b)).collect();
+            codec::encode_f64(&v, out);
+        }
+        FieldType::I64 => {
+            let v: Vec<i64> = bits.iter().map(|&b| b as i64).collect();
+            codec::encode_i64(&v, out);
+        }
+        FieldType::Bool => {
+            let v: Vec<bool> = bits.iter().map(|&b| b != 0).collect();
+            codec::encode_bool(&v, out);
+        }
+    }
+}
+
+/// Statistics of present values (raw bits) at timestamps `ts`.
+pub(crate) fn stats(ty: FieldType, vals: &[u64], ts: &[Timestamp]) -> Stats {
+    let mut s = Stats {
+        count: vals.len() as u32,
+        min: 0,
+        max: 0,
+        sum: 0.0,
+        first: 0,
+        last: 0,
+        first_ts: 0,
+        last_ts: 0,
+    };
+    if vals.is_empty() {
+        return s;
+    }
+    s.first = vals[0];
+    s.last = vals[vals.len() - 1];
+    s.first_ts = ts[0];
+    s.last_ts = ts[ts.len() - 1];
+    match ty {
+        FieldType::F64 => {
+            let mut min = f64::NAN;
+            let mut max = f64::NAN;
+            let mut sum = 0.0;
+            for &b in vals {
+                let v = f64::from_bits(b);
+                min = min.min(v); // f64::min ignores NaN
+                max = max.max(v);
+                sum += v;
+            }
+            s.min = min.to_bits();
+            s.max = max.to_bits();
+            s.sum = sum;
+        }
+        FieldType::I64 | FieldType::Bool => {
+            let mut min = i64::MAX;
+            let mut max = i64::MIN;
+            let mut sum = 0.0;
+            for &b in vals {
+                let v = b as i64;
+                min = min.min(v);
+                max = max.max(v);
+                sum += v as f64;
+            }
+            s.min = min as u64;
+            s.max = max as u64;
+            s.sum = sum;
+        }
+    }
+    s
+}
+
+/// Groups fields sampled together: a field joins a group when it adds at most 10% rows to the
+/// group's row set and has a value in at least half of the resulting rows; otherwise it starts
+/// its own group (with its own timestamp column). Returns each group's members (sorted) and the
+/// union of their validity.
+fn group_fields(cols: &[&ColData]) -> Vec<(Vec<usize>, Bitmap)> {
+    let mut order: Vec<(usize, usize)> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c.valid.count_ones()))
+        .collect();
+    order.sort_by_key(|&(i, n)| (std::cmp::Reverse(n), i));
+    let mut groups: Vec<(Vec<usize>, Bitmap, usize)> = Vec::new();
+    for (f, count) in order {
+        let v = &cols[f].valid;
+        let mut placed = false;
+        for g in groups.iter_mut() {
+            let mut union = g.1.clone();
+            union.or_assign(v);
+            let uc = union.count_ones();
+            if uc * 10 <= g.2 * 11 && count * 2 >= uc {
+                g.0.push(f);
+                g.1 = union;
+                g.2 = uc;
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            groups.push((vec![f], v.clone(), count));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(mut members, union, _)| {
+            members.sort_unstable();
+            (members, union)
+        })
+        .collect()
+}
