@@ -44,6 +44,7 @@ mod options;
 mod query;
 mod rows;
 mod segment;
+mod stats;
 mod wal;
 
 pub use catalog::FIELDS_PER_MACHINE_MAX;
@@ -54,7 +55,11 @@ pub use model::{
     validate_machine_id,
 };
 pub use options::{DAY_MICROS, Options, SyncPolicy};
-pub use query::{Batch, Column, Machines, Scan, ScanIter, Values};
+pub use query::{
+    Agg, AggColumn, Batch, BucketSeries, Column, DOWNSAMPLE_BUCKETS_MAX, Downsample, Downsampled,
+    FieldInfo, Latest, LatestValue, MachineInfo, Machines, QueryCounters, SCAN_BATCH_ROWS, Scan,
+    ScanIter, Values,
+};
 pub use wal::{RecoveryReport, SkippedRange, TornTail};
 
 /// The README's example, compiled as a doctest.

@@ -249,6 +249,50 @@ impl Memtable {
         self.machines.read().keys().copied().collect()
     }
 
+    /// Smallest and largest timestamp of a machine's rows (all of them, any snapshot).
+    pub(crate) fn bounds(&self, m: MachineIdx) -> Option<(Timestamp, Timestamp)> {
+        let buf = self.machines.read().get(&m).cloned()?;
+        let b = buf.lock();
+        (!b.ts.is_empty()).then_some((b.ts_min, b.ts_max))
+    }
+
+    /// Per requested field, the value at the largest timestamp where it has one (visible at
+    /// `seq`), with that timestamp; the later write wins at equal timestamps.
+    pub(crate) fn latest(
+        &self,
+        m: MachineIdx,
+        seq: u64,
+        fields: &[FieldIdx],
+    ) -> Vec<Option<(Timestamp, u64)>> {
+        let Some(buf) = self.machines.read().get(&m).cloned() else {
+            return vec![None; fields.len()];
+        };
+        let b = buf.lock();
+        let n = b.visible_rows(seq);
+        fields
+            .iter()
+            .map(|&f| {
+                let c = b.cols.get(f as usize)?;
+                let len = c.len().min(n);
+                if b.ordered {
+                    // Timestamps ascend: the last row with a value is the latest.
+                    (0..len)
+                        .rev()
+                        .find(|&r| c.valid.get(r))
+                        .map(|r| (b.ts[r], c.vals[r]))
+                } else {
+                    let mut best: Option<(Timestamp, u64)> = None;
+                    for r in 0..len {
+                        if c.valid.get(r) && best.is_none_or(|(t, _)| b.ts[r] >= t) {
+                            best = Some((b.ts[r], c.vals[r]));
+                        }
+                    }
+                    best
+                }
+            })
+            .collect()
+    }
+
     /// A machine's rows in `range` visible at snapshot `seq`, with the requested fields.
     pub(crate) fn read(
         &self,

@@ -94,6 +94,14 @@ impl Value {
         }
     }
 
+    pub(crate) fn from_bits(ty: FieldType, bits: u64) -> Value {
+        match ty {
+            FieldType::F64 => Value::F64(f64::from_bits(bits)),
+            FieldType::I64 => Value::I64(bits as i64),
+            FieldType::Bool => Value::Bool(bits != 0),
+        }
+    }
+
     /// The value as an `f64` (integers converted, booleans as 0 or 1).
     pub fn as_f64(&self) -> f64 {
         match *self {

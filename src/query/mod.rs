@@ -4,6 +4,8 @@
 //! Every query runs on a [`crate::db::Snapshot`]: the memtables and segments live when it
 //! started, at a fixed sequence number. Queries never write and never block writers.
 
+pub(crate) mod downsample;
+pub(crate) mod latest;
 pub(crate) mod scan;
 
 use std::sync::Arc;
@@ -11,7 +13,11 @@ use std::sync::Arc;
 use crate::model::{Bitmap, FieldType, Timestamp, Value};
 use crate::rows::ColData;
 
-pub use scan::{Scan, ScanIter};
+pub use downsample::{
+    Agg, AggColumn, BucketSeries, DOWNSAMPLE_BUCKETS_MAX, Downsample, Downsampled, QueryCounters,
+};
+pub use latest::{FieldInfo, Latest, LatestValue, MachineInfo};
+pub use scan::{SCAN_BATCH_ROWS, Scan, ScanIter};
 
 /// Which machines a query covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

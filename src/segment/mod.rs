@@ -56,23 +56,7 @@ pub(crate) struct ChunkRef {
     pub(crate) crc: u32,
 }
 
-/// Statistics of one field over one block: over the values present.
-///
-/// `min`/`max`/`first`/`last` are raw 64-bit values of the field's type; for floats `min` and
-/// `max` ignore NaN (they are NaN only when every value is), `sum` is the `f64` sum of the
-/// values (NaN propagates; integers and booleans are converted), `first`/`last` are the values
-/// at the smallest/largest timestamp with a value (`first_ts`/`last_ts`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Stats {
-    pub(crate) count: u32,
-    pub(crate) min: u64,
-    pub(crate) max: u64,
-    pub(crate) sum: f64,
-    pub(crate) first: u64,
-    pub(crate) last: u64,
-    pub(crate) first_ts: Timestamp,
-    pub(crate) last_ts: Timestamp,
-}
+pub(crate) use crate::stats::Stats;
 
 /// A field's chunk in one block.
 #[derive(Debug, Clone, Copy, PartialEq)]

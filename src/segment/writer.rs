@@ -186,7 +186,7 @@ fn encode_machine(
                 }
                 encode_values(ty, &present, out);
                 put_chunk(index, out, at);
-                let s = stats(ty, &present, &present_ts);
+                let s = crate::stats::summarize(ty, &present, &present_ts);
                 put_stats(index, &s);
                 points += present.len() as u64;
             }
@@ -232,58 +232,6 @@ pub(crate) fn encode_values(ty: FieldType, bits: &[u64], out: &mut Vec<u8>) {
             codec::encode_bool(&v, out);
         }
     }
-}
-
-/// Statistics of present values (raw bits) at timestamps `ts`.
-pub(crate) fn stats(ty: FieldType, vals: &[u64], ts: &[Timestamp]) -> Stats {
-    let mut s = Stats {
-        count: vals.len() as u32,
-        min: 0,
-        max: 0,
-        sum: 0.0,
-        first: 0,
-        last: 0,
-        first_ts: 0,
-        last_ts: 0,
-    };
-    if vals.is_empty() {
-        return s;
-    }
-    s.first = vals[0];
-    s.last = vals[vals.len() - 1];
-    s.first_ts = ts[0];
-    s.last_ts = ts[ts.len() - 1];
-    match ty {
-        FieldType::F64 => {
-            let mut min = f64::NAN;
-            let mut max = f64::NAN;
-            let mut sum = 0.0;
-            for &b in vals {
-                let v = f64::from_bits(b);
-                min = min.min(v); // f64::min ignores NaN
-                max = max.max(v);
-                sum += v;
-            }
-            s.min = min.to_bits();
-            s.max = max.to_bits();
-            s.sum = sum;
-        }
-        FieldType::I64 | FieldType::Bool => {
-            let mut min = i64::MAX;
-            let mut max = i64::MIN;
-            let mut sum = 0.0;
-            for &b in vals {
-                let v = b as i64;
-                min = min.min(v);
-                max = max.max(v);
-                sum += v as f64;
-            }
-            s.min = min as u64;
-            s.max = max as u64;
-            s.sum = sum;
-        }
-    }
-    s
 }
 
 /// Groups fields sampled together: a field joins a group when it adds at most 10% rows to the

@@ -1,0 +1,53 @@
+//! Scans: a window of one machine, one machine whole, and a full scan of the fleet with a sum
+//! over every value (decode throughput).
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gemba::{Machines, Values};
+
+fn scan(c: &mut Criterion) {
+    let (machines, rows, interval) = (100, 6_000, 10_000);
+    let (_dir, db, points) = common::filled_db(machines, rows, interval);
+    let t0 = 1_704_067_200_000_000i64;
+    let span = rows as i64 * interval;
+    let mut g = c.benchmark_group("scan");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let m = common::machine_name(7);
+    g.throughput(Throughput::Elements(rows as u64 / 10 * 8));
+    g.bench_function("one_machine/10%_window", |b| {
+        b.iter(|| {
+            db.scan(m.as_str(), t0 + span * 45 / 100..t0 + span * 55 / 100)
+                .collect()
+                .unwrap()
+        })
+    });
+    g.throughput(Throughput::Elements(rows as u64 * 8));
+    g.bench_function("one_machine/all", |b| {
+        b.iter(|| db.scan(m.as_str(), ..).collect().unwrap())
+    });
+    g.throughput(Throughput::Elements(points));
+    g.bench_function("fleet/decode_and_sum", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            let mut n = 0u64;
+            for batch in db.scan(Machines::All, ..).run().unwrap() {
+                for c in batch.unwrap().columns {
+                    if let Values::F64(v) = &c.values {
+                        sum += v.iter().sum::<f64>();
+                    }
+                    n += c.values.len() as u64;
+                }
+            }
+            (sum, n)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, scan);
+criterion_main!(benches);

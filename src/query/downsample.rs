@@ -1,0 +1,808 @@
+//! `downsample` and `aggregate`: per-bucket count/sum/min/max/avg/first/last of fields, for
+//! one machine, a set, or the fleet, answering whole blocks from their stored statistics when
+//! that gives the same answer.
+//!
+//! Per machine, time is cut into windows (one per partition that has segments; memtable rows
+//! elsewhere are windows of their own). Per field in a window, the sources holding the field
+//! (segment blocks and memtable rows) are sorted by time and split into clusters that overlap
+//! in time. A cluster of one block that lies inside the range and inside one bucket is
+//! answered from the block's statistics (**pushdown**); a cluster of one source is decoded and
+//! aggregated as is; a cluster of several overlapping sources is decoded and merged newest-wins
+//! first. Clusters are disjoint in time and handled in time order, so buckets come out in
+//! order without any per-bucket map.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::catalog::{FieldIdx, MachineIdx};
+use crate::db::{Db, Snapshot};
+use crate::error::{Error, Result};
+use crate::model::{FieldType, TimeRange, Timestamp};
+use crate::rows::{ColData, RowSet};
+use crate::segment::{MachineIndex, Segment};
+use crate::stats::{Stats, less, summarize};
+
+use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines};
+use super::{Machines, Values};
+
+/// Most buckets one downsample query may return (over all its series). Asking for more is
+/// [`Error::InvalidArgument`]: use a wider bucket or a shorter range.
+pub const DOWNSAMPLE_BUCKETS_MAX: usize = 16 << 20;
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Agg {
+    /// Number of values.
+    Count,
+    /// Sum of the values, as `f64` (integers and booleans converted; NaN propagates).
+    Sum,
+    /// Smallest value, of the field's type (floats: NaN ignored unless every value is NaN).
+    Min,
+    /// Largest value, of the field's type (floats: NaN ignored unless every value is NaN).
+    Max,
+    /// `Sum / Count`, as `f64`.
+    Avg,
+    /// The value at the smallest timestamp.
+    First,
+    /// The value at the largest timestamp.
+    Last,
+}
+
+/// One aggregate's results, one entry per bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggColumn {
+    /// Values per bucket (never 0: empty buckets are not returned).
+    Count(Vec<u64>),
+    /// Sums.
+    Sum(Vec<f64>),
+    /// Minima, of the field's type.
+    Min(Values),
+    /// Maxima, of the field's type.
+    Max(Values),
+    /// Averages.
+    Avg(Vec<f64>),
+    /// First values, of the field's type.
+    First(Values),
+    /// Last values, of the field's type.
+    Last(Values),
+}
+
+/// The buckets of one field of one machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSeries {
+    /// The machine.
+    pub machine: Arc<str>,
+    /// The field.
+    pub field: Arc<str>,
+    /// The field's type.
+    pub field_type: FieldType,
+    /// Start of each bucket holding at least one value, ascending. For
+    /// [`Db::aggregate`] there is one bucket, starting at the range's start.
+    pub buckets: Vec<Timestamp>,
+    /// One column per requested aggregate, in the order asked.
+    pub aggs: Vec<AggColumn>,
+}
+
+impl BucketSeries {
+    /// The column of an aggregate, if it was asked for.
+    pub fn agg(&self, agg: Agg) -> Option<&AggColumn> {
+        self.aggs.iter().find(|c| c.agg() == agg)
+    }
+}
+
+impl AggColumn {
+    /// Which aggregate this column holds.
+    pub fn agg(&self) -> Agg {
+        match self {
+            AggColumn::Count(_) => Agg::Count,
+            AggColumn::Sum(_) => Agg::Sum,
+            AggColumn::Min(_) => Agg::Min,
+            AggColumn::Max(_) => Agg::Max,
+            AggColumn::Avg(_) => Agg::Avg,
+            AggColumn::First(_) => Agg::First,
+            AggColumn::Last(_) => Agg::Last,
+        }
+    }
+
+    /// Entry `i` as an `f64` (counts converted; integers converted; booleans as 0 or 1).
+    pub fn f64(&self, i: usize) -> f64 {
+        match self {
+            AggColumn::Count(v) => v[i] as f64,
+            AggColumn::Sum(v) | AggColumn::Avg(v) => v[i],
+            AggColumn::Min(v) | AggColumn::Max(v) | AggColumn::First(v) | AggColumn::Last(v) => {
+                v.get(i).map(|x| x.as_f64()).unwrap_or(f64::NAN)
+            }
+        }
+    }
+}
+
+/// What a query did, for callers and tests to see pushdown happen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryCounters {
+    /// Blocks answered from their statistics without decoding.
+    pub blocks_from_stats: u64,
+    /// Blocks decoded.
+    pub blocks_decoded: u64,
+    /// Values decoded from blocks.
+    pub points_decoded: u64,
+    /// Memtable values aggregated.
+    pub memtable_points: u64,
+}
+
+impl QueryCounters {
+    fn add(&mut self, o: &QueryCounters) {
+        self.blocks_from_stats += o.blocks_from_stats;
+        self.blocks_decoded += o.blocks_decoded;
+        self.points_decoded += o.points_decoded;
+        self.memtable_points += o.memtable_points;
+    }
+}
+
+/// A downsample result: the series in machine order, then field order, and the counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downsampled {
+    /// One series per machine and field that has values in the range.
+    pub series: Vec<BucketSeries>,
+    /// What the query did.
+    pub counters: QueryCounters,
+}
+
+/// How timestamps map to buckets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bucketing {
+    /// `floor((ts - offset) / width) * width + offset`.
+    Width { width: i64, offset: i64 },
+    /// One bucket for the whole range, keyed by the range's start.
+    Whole(Timestamp),
+}
+
+impl Bucketing {
+    /// The key (start) of the bucket holding `ts`.
+    #[inline]
+    fn of(&self, ts: Timestamp) -> Timestamp {
+        self.span(ts).0
+    }
+
+    /// The bucket holding `ts`: its key (start, clamped to the `i64` range) and the first
+    /// timestamp after it (saturating).
+    #[inline]
+    fn span(&self, ts: Timestamp) -> (Timestamp, Timestamp) {
+        match *self {
+            Bucketing::Width { width, offset } => {
+                // The common case in plain i64 arithmetic (i128 division is far slower).
+                let fast = ts
+                    .checked_sub(offset)
+                    .and_then(|d| d.div_euclid(width).checked_mul(width)?.checked_add(offset));
+                if let Some(b) = fast {
+                    return (b, b.saturating_add(width));
+                }
+                let k = (ts as i128 - offset as i128).div_euclid(width as i128);
+                let clamp = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+                (
+                    clamp(k * width as i128 + offset as i128),
+                    clamp((k + 1) * width as i128 + offset as i128),
+                )
+            }
+            Bucketing::Whole(start) => (start, i64::MAX),
+        }
+    }
+}
+
+/// A downsample being set up; see [`Db::downsample`] and [`Db::aggregate`].
+#[must_use = "a downsample does nothing until run"]
+pub struct Downsample<'a> {
+    db: &'a Db,
+    machines: Machines,
+    range: TimeRange,
+    bucketing: Option<(i64, i64)>,
+    fields: Option<Vec<String>>,
+    aggs: Vec<Agg>,
+    max_buckets: usize,
+}
+
+impl Db {
+    /// Downsamples machines' fields over a time range into buckets of `width` (aligned to the
+    /// epoch: a value at `ts` falls in the bucket starting at `floor(ts / width) * width`).
+    /// Only values with `range.start <= ts < range.end` count; buckets without values are
+    /// not returned. Default aggregates: count, min, max, avg.
+    ///
+    /// Errors: `width <= 0` or `start > end` are [`Error::InvalidArgument`], and so is a
+    /// query that would return more than [`DOWNSAMPLE_BUCKETS_MAX`] buckets (or the limit set
+    /// with [`Downsample::max_buckets`]). An empty range returns no series. Machines and
+    /// fields that do not exist contribute no series.
+    ///
+    /// ```
+    /// use gemba::{Agg, Col, Db, Options, WriteBatch};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let db = Db::open(dir.path(), Options::default())?;
+    /// let ts: Vec<i64> = (0..100).collect();
+    /// let temp: Vec<f64> = (0..100).map(|i| i as f64).collect();
+    /// let mut b = WriteBatch::new();
+    /// b.columns("press-07", &ts, [("temp_c", Col::f64(&temp))])?;
+    /// db.write(&b)?;
+    /// let out = db.downsample("press-07", 0..100, 50).aggs([Agg::Min, Agg::Max, Agg::Avg]).run()?;
+    /// let s = &out.series[0];
+    /// assert_eq!(s.buckets, vec![0, 50]);
+    /// assert_eq!(s.agg(Agg::Avg).unwrap().f64(1), 74.5);
+    /// # Ok::<(), gemba::Error>(())
+    /// ```
+    pub fn downsample(
+        &self,
+        machines: impl Into<Machines>,
+        range: impl Into<TimeRange>,
+        width: i64,
+    ) -> Downsample<'_> {
+        Downsample {
+            db: self,
+            machines: machines.into(),
+            range: range.into(),
+            bucketing: Some((width, 0)),
+            fields: None,
+            aggs: vec![Agg::Count, Agg::Min, Agg::Max, Agg::Avg],
+            max_buckets: DOWNSAMPLE_BUCKETS_MAX,
+        }
+    }
+
+    /// Aggregates machines' fields over a whole time range: one bucket per series, starting at
+    /// the range's start. Default aggregates: count and sum.
+    pub fn aggregate(
+        &self,
+        machines: impl Into<Machines>,
+        range: impl Into<TimeRange>,
+    ) -> Downsample<'_> {
+        Downsample {
+            db: self,
+            machines: machines.into(),
+            range: range.into(),
+            bucketing: None,
+            fields: None,
+            aggs: vec![Agg::Count, Agg::Sum],
+            max_buckets: DOWNSAMPLE_BUCKETS_MAX,
+        }
+    }
+}
+
+impl<'a> Downsample<'a> {
+    /// Only these fields, in this order (default: every field of each machine).
+    pub fn fields<S: AsRef<str>>(mut self, fields: impl IntoIterator<Item = S>) -> Downsample<'a> {
+        self.fields = Some(fields.into_iter().map(|s| s.as_ref().to_string()).collect());
+        self
+    }
+
+    /// The aggregates to compute, in the order their columns should come.
+    pub fn aggs(mut self, aggs: impl IntoIterator<Item = Agg>) -> Downsample<'a> {
+        self.aggs = aggs.into_iter().collect();
+        self
+    }
+
+    /// Shifts bucket boundaries: buckets start at `offset + k * width`.
+    pub fn offset(mut self, offset: i64) -> Downsample<'a> {
+        if let Some((w, _)) = self.bucketing {
+            self.bucketing = Some((w, offset));
+        }
+        self
+    }
+
+    /// Fails the query with [`Error::InvalidArgument`] when it would return more than this
+    /// many buckets in all (default and upper limit: [`DOWNSAMPLE_BUCKETS_MAX`]).
+    pub fn max_buckets(mut self, n: usize) -> Downsample<'a> {
+        self.max_buckets = n.min(DOWNSAMPLE_BUCKETS_MAX);
+        self
+    }
+
+    /// Runs the query on a snapshot of the database.
+    pub fn run(self) -> Result<Downsampled> {
+        self.range.validate()?;
+        let bucketing = match self.bucketing {
+            Some((width, _)) if width <= 0 => {
+                return Err(Error::invalid(format!(
+                    "bucket width must be positive, got {width}"
+                )));
+            }
+            Some((width, offset)) => Bucketing::Width { width, offset },
+            None => Bucketing::Whole(self.range.start),
+        };
+        if self.aggs.is_empty() {
+            return Err(Error::invalid("no aggregate requested"));
+        }
+        let snap = self.db.snapshot()?;
+        let machines = resolve_machines(&snap, &self.machines);
+        let fields = self.fields.as_deref();
+        let range = self.range;
+        let aggs = &self.aggs;
+        let run_one =
+            |m: MachineIdx, budget: &AtomicUsize| -> Result<(Vec<BucketSeries>, QueryCounters)> {
+                let sel = resolve_fields(&snap, m, fields);
+                let mut counters = QueryCounters::default();
+                if sel.is_empty() || range.is_empty() {
+                    return Ok((Vec::new(), counters));
+                }
+                let builders =
+                    downsample_machine(&snap, m, range, bucketing, &sel, &mut counters, budget)?;
+                let name = snap.catalog.entry(m).name.clone();
+                let series = sel
+                    .iter()
+                    .zip(builders)
+                    .filter(|(_, b)| !b.buckets.is_empty())
+                    .map(|((_, f, ty), b)| b.finish(name.clone(), f.clone(), *ty, aggs))
+                    .collect();
+                Ok((series, counters))
+            };
+        let per_machine = run_parallel(&machines, self.max_buckets, run_one)?;
+        let mut out = Downsampled {
+            series: Vec::new(),
+            counters: QueryCounters::default(),
+        };
+        for (series, c) in per_machine {
+            out.series.extend(series);
+            out.counters.add(&c);
+        }
+        Ok(out)
+    }
+}
+
+/// Runs `f` for every machine, on up to as many threads as there are cores when there are
+/// several machines; results come back in machine order. The threads share one bucket budget.
+pub(crate) fn run_parallel<T: Send>(
+    machines: &[MachineIdx],
+    buckets_max: usize,
+    f: impl Fn(MachineIdx, &AtomicUsize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let budget = AtomicUsize::new(buckets_max);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(machines.len())
+        .max(1);
+    if threads == 1 {
+        return machines.iter().map(|&m| f(m, &budget)).collect();
+    }
+    // Interleave machines over threads so expensive neighbours spread out.
+    let results: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, budget) = (&f, &budget);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for (i, &m) in machines.iter().enumerate().skip(t).step_by(threads) {
+                        out.push((i, f(m, budget)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("query worker panicked"))
+            .collect()
+    });
+    let mut all: Vec<(usize, T)> = Vec::with_capacity(machines.len());
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// The running aggregate of one bucket.
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    count: u64,
+    sum: f64,
+    min: u64,
+    max: u64,
+    first: u64,
+    first_ts: Timestamp,
+    last: u64,
+    last_ts: Timestamp,
+}
+
+/// Buckets of one series, built in time order.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesBuilder {
+    buckets: Vec<Timestamp>,
+    accs: Vec<Acc>,
+}
+
+impl SeriesBuilder {
+    /// The accumulator of `bucket`, which is at or after the last one.
+    #[inline]
+    fn acc(&mut self, bucket: Timestamp, budget: &AtomicUsize) -> Result<&mut Acc> {
+        if self.buckets.last() != Some(&bucket) {
+            debug_assert!(
+                self.buckets.last().is_none_or(|&b| b < bucket),
+                "buckets out of order"
+            );
+            if budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                .is_err()
+            {
+                return Err(Error::invalid(
+                    "the query would return more buckets than its limit; use a wider bucket or a shorter range",
+                ));
+            }
+            self.buckets.push(bucket);
+            self.accs.push(Acc {
+                count: 0,
+                sum: 0.0,
+                min: 0,
+                max: 0,
+                first: 0,
+                first_ts: i64::MAX,
+                last: 0,
+                last_ts: i64::MIN,
+            });
+        }
+        Ok(self.accs.last_mut().unwrap())
+    }
+
+    fn add_stats(
+        &mut self,
+        ty: FieldType,
+        bucket: Timestamp,
+        s: &Stats,
+        budget: &AtomicUsize,
+    ) -> Result<()> {
+        if s.count == 0 {
+            return Ok(());
+        }
+        let a = self.acc(bucket, budget)?;
+        if a.count == 0 {
+            (a.min, a.max) = (s.min, s.max);
+        } else {
+            if less(ty, s.min, a.min) {
+                a.min = s.min;
+            }
+            if less(ty, a.max, s.max) {
+                a.max = s.max;
+            }
+        }
+        a.count += s.count as u64;
+        a.sum += s.sum;
+        if s.first_ts < a.first_ts {
+            (a.first, a.first_ts) = (s.first, s.first_ts);
+        }
+        if s.last_ts > a.last_ts {
+            (a.last, a.last_ts) = (s.last, s.last_ts);
+        }
+        Ok(())
+    }
+
+    /// Adds values at sorted timestamps (with optional validity), keeping those in `range`.
+    fn add_rows(
+        &mut self,
+        ty: FieldType,
+        bucketing: &Bucketing,
+        range: TimeRange,
+        ts: &[Timestamp],
+        col: &ColData,
+        budget: &AtomicUsize,
+    ) -> Result<u64> {
+        let lo = ts.partition_point(|&t| t < range.start);
+        let hi = ts.partition_point(|&t| t < range.end);
+        let all_valid = col.valid.all();
+        let mut added = 0;
+        let mut i = lo;
+        let (mut vals, mut vts) = (Vec::new(), Vec::new());
+        while i < hi {
+            let (bucket, next) = bucketing.span(ts[i]);
+            let j = gallop(ts, i, hi, next);
+            let s = if all_valid {
+                summarize(ty, &col.vals[i..j], &ts[i..j])
+            } else {
+                vals.clear();
+                vts.clear();
+                for (k, &t) in ts.iter().enumerate().take(j).skip(i) {
+                    if col.valid.get(k) {
+                        vals.push(col.vals[k]);
+                        vts.push(t);
+                    }
+                }
+                summarize(ty, &vals, &vts)
+            };
+            if s.count > 0 {
+                self.add_stats(ty, bucket, &s, budget)?;
+                added += s.count as u64;
+            }
+            i = j;
+        }
+        Ok(added)
+    }
+
+    fn finish(
+        self,
+        machine: Arc<str>,
+        field: Arc<str>,
+        ty: FieldType,
+        aggs: &[Agg],
+    ) -> BucketSeries {
+        let typed =
+            |f: &dyn Fn(&Acc) -> u64| Values::from_bits(ty, self.accs.iter().map(f).collect());
+        let cols = aggs
+            .iter()
+            .map(|a| match a {
+                Agg::Count => AggColumn::Count(self.accs.iter().map(|a| a.count).collect()),
+                Agg::Sum => AggColumn::Sum(self.accs.iter().map(|a| a.sum).collect()),
+                Agg::Avg => {
+                    AggColumn::Avg(self.accs.iter().map(|a| a.sum / a.count as f64).collect())
+                }
+                Agg::Min => AggColumn::Min(typed(&|a| a.min)),
+                Agg::Max => AggColumn::Max(typed(&|a| a.max)),
+                Agg::First => AggColumn::First(typed(&|a| a.first)),
+                Agg::Last => AggColumn::Last(typed(&|a| a.last)),
+            })
+            .collect();
+        BucketSeries {
+            machine,
+            field,
+            field_type: ty,
+            buckets: self.buckets,
+            aggs: cols,
+        }
+    }
+}
+
+/// The first index in `i..hi` whose timestamp is at least `next` (`ts` ascending; `ts[i] <
+/// next`): galloping from `i`, so a short run costs a few comparisons.
+#[inline]
+fn gallop(ts: &[Timestamp], i: usize, hi: usize, next: Timestamp) -> usize {
+    let mut step = 1;
+    let mut lo = i + 1;
+    loop {
+        let probe = i + step;
+        if probe >= hi || ts[probe] >= next {
+            let end = probe.min(hi);
+            return lo + ts[lo..end].partition_point(|&t| t < next);
+        }
+        lo = probe + 1;
+        step *= 2;
+    }
+}
+
+/// A source of one field in a window.
+#[derive(Clone, Copy)]
+struct Item {
+    ts_min: Timestamp,
+    ts_max: Timestamp,
+    /// Precedence: higher wins at equal timestamps.
+    rank: usize,
+    src: Src,
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    /// Segment (index into the window's list), group, block, position of the field in it.
+    Block {
+        seg: usize,
+        group: usize,
+        block: usize,
+        pos: usize,
+    },
+    /// The memtable rows of the window.
+    Mem,
+}
+
+/// Downsamples one machine: a builder per selected field.
+fn downsample_machine(
+    snap: &Snapshot,
+    m: MachineIdx,
+    range: TimeRange,
+    bucketing: Bucketing,
+    sel: &[(FieldIdx, Arc<str>, FieldType)],
+    counters: &mut QueryCounters,
+    budget: &AtomicUsize,
+) -> Result<Vec<SeriesBuilder>> {
+    let name = snap.catalog.entry(m).name.clone();
+    let idx: Vec<FieldIdx> = sel.iter().map(|s| s.0).collect();
+    let mem = read_memtables(snap, m, range, &idx);
+    let segs: Vec<(&Segment, &MachineIndex)> = machine_segments(snap, &name, range).collect();
+    let mut builders: Vec<SeriesBuilder> = sel.iter().map(|_| SeriesBuilder::default()).collect();
+    let mut mem_at = 0;
+    let mut w = 0;
+    while w < segs.len() {
+        // The window: every segment of this partition.
+        let p = segs[w].0.index.partition_start;
+        let end = segs[w..]
+            .iter()
+            .position(|(s, _)| s.index.partition_start != p)
+            .map_or(segs.len(), |k| w + k);
+        let window = &segs[w..end];
+        w = end;
+        let p_end = p.saturating_add(window[0].0.index.partition_width);
+        let lo = p.max(range.start);
+        let hi = p_end.min(range.end);
+        // Memtable rows before the window overlap no segment: aggregate them as they are.
+        let before = mem_at + mem.ts[mem_at..].partition_point(|&t| t < lo);
+        add_mem_rows(
+            &mem,
+            mem_at,
+            before,
+            sel,
+            &bucketing,
+            range,
+            &mut builders,
+            counters,
+            budget,
+        )?;
+        let mem_end = before + mem.ts[before..].partition_point(|&t| t < hi);
+        let mem_w = crate::rows::slice(&mem, before, mem_end);
+        mem_at = mem_end;
+        let win_range = TimeRange { start: lo, end: hi };
+        let mut ts_cache: HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>> = HashMap::new();
+        for (k, (_, fname, ty)) in sel.iter().enumerate() {
+            let mut items = Vec::new();
+            for (si, (_, mi)) in window.iter().enumerate() {
+                let Some((g, pos)) = mi.locate(fname) else {
+                    continue;
+                };
+                for (bi, b) in mi.groups[g].blocks.iter().enumerate() {
+                    if win_range.overlaps(b.ts_min, b.ts_max) && b.fields[pos].stats.count > 0 {
+                        items.push(Item {
+                            ts_min: b.ts_min,
+                            ts_max: b.ts_max,
+                            rank: si,
+                            src: Src::Block {
+                                seg: si,
+                                group: g,
+                                block: bi,
+                                pos,
+                            },
+                        });
+                    }
+                }
+            }
+            if let Some(c) = &mem_w.cols[k] {
+                let mut valid_ts = c.valid.ones().map(|i| mem_w.ts[i]);
+                if let Some(first) = valid_ts.next() {
+                    let last = valid_ts.last().unwrap_or(first);
+                    items.push(Item {
+                        ts_min: first,
+                        ts_max: last,
+                        rank: usize::MAX,
+                        src: Src::Mem,
+                    });
+                }
+            }
+            items.sort_by_key(|it| (it.ts_min, it.rank));
+            let mut a = 0;
+            while a < items.len() {
+                let mut cluster_max = items[a].ts_max;
+                let mut b = a + 1;
+                while b < items.len() && items[b].ts_min <= cluster_max {
+                    cluster_max = cluster_max.max(items[b].ts_max);
+                    b += 1;
+                }
+                let cluster = &items[a..b];
+                a = b;
+                let builder = &mut builders[k];
+                if let [one] = cluster {
+                    match one.src {
+                        Src::Block {
+                            seg,
+                            group,
+                            block,
+                            pos,
+                        } => {
+                            let bi = &window[seg].1.groups[group].blocks[block];
+                            let inside = bi.ts_min >= range.start && bi.ts_max < range.end;
+                            if inside && bucketing.of(bi.ts_min) == bucketing.of(bi.ts_max) {
+                                builder.add_stats(
+                                    *ty,
+                                    bucketing.of(bi.ts_min),
+                                    &bi.fields[pos].stats,
+                                    budget,
+                                )?;
+                                counters.blocks_from_stats += 1;
+                                continue;
+                            }
+                            let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, counters)?;
+                            builder.add_rows(*ty, &bucketing, range, &ts, &col, budget)?;
+                        }
+                        Src::Mem => {
+                            let col = mem_w.cols[k].as_ref().expect("memtable column");
+                            counters.memtable_points +=
+                                builder.add_rows(*ty, &bucketing, range, &mem_w.ts, col, budget)?;
+                        }
+                    }
+                    continue;
+                }
+                // Overlapping sources: decode, merge newest-wins, then aggregate.
+                let mut ordered: Vec<&Item> = cluster.iter().collect();
+                ordered.sort_by_key(|it| it.rank);
+                let mut merged = RowSet::empty(1);
+                for it in ordered {
+                    let rows = match it.src {
+                        Src::Block { .. } => {
+                            let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, counters)?;
+                            RowSet {
+                                ts: ts.to_vec(),
+                                cols: vec![Some(col)],
+                            }
+                        }
+                        Src::Mem => RowSet {
+                            ts: mem_w.ts.clone(),
+                            cols: vec![mem_w.cols[k].clone()],
+                        },
+                    };
+                    merged = merged.merge_newer(rows);
+                }
+                if let Some(col) = &merged.cols[0] {
+                    builder.add_rows(*ty, &bucketing, range, &merged.ts, col, budget)?;
+                }
+            }
+        }
+    }
+    add_mem_rows(
+        &mem,
+        mem_at,
+        mem.len(),
+        sel,
+        &bucketing,
+        range,
+        &mut builders,
+        counters,
+        budget,
+    )?;
+    Ok(builders)
+}
+
+/// Decodes one field of one block (its timestamps cached per window).
+fn decode(
+    window: &[(&Segment, &MachineIndex)],
+    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    src: Src,
+    ty: FieldType,
+    counters: &mut QueryCounters,
+) -> Result<(Arc<Vec<Timestamp>>, ColData)> {
+    let Src::Block {
+        seg,
+        group,
+        block,
+        pos,
+    } = src
+    else {
+        unreachable!("decode of a memtable item")
+    };
+    let (s, mi) = window[seg];
+    let b = &mi.groups[group].blocks[block];
+    let ts = match cache.get(&(seg, group, block)) {
+        Some(ts) => ts.clone(),
+        None => {
+            let mut ts = Vec::new();
+            s.block_ts(b, &mut ts)?;
+            let ts = Arc::new(ts);
+            cache.insert((seg, group, block), ts.clone());
+            ts
+        }
+    };
+    let col = s.block_field(ty, b.rows as usize, &b.fields[pos])?;
+    counters.blocks_decoded += 1;
+    counters.points_decoded += b.fields[pos].stats.count as u64;
+    Ok((ts, col))
+}
+
+/// Aggregates memtable rows `lo..hi` (which overlap no segment) into the builders.
+#[allow(clippy::too_many_arguments)]
+fn add_mem_rows(
+    mem: &RowSet,
+    lo: usize,
+    hi: usize,
+    sel: &[(FieldIdx, Arc<str>, FieldType)],
+    bucketing: &Bucketing,
+    range: TimeRange,
+    builders: &mut [SeriesBuilder],
+    counters: &mut QueryCounters,
+    budget: &AtomicUsize,
+) -> Result<()> {
+    if lo >= hi {
+        return Ok(());
+    }
+    let part = crate::rows::slice(mem, lo, hi);
+    for (k, (_, _, ty)) in sel.iter().enumerate() {
+        if let Some(col) = &part.cols[k] {
+            counters.memtable_points +=
+                builders[k].add_rows(*ty, bucketing, range, &part.ts, col, budget)?;
+        }
+    }
+    Ok(())
+}
