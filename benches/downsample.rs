@@ -15,9 +15,7 @@ fn downsample(c: &mut Criterion) {
     let t0 = 1_704_067_200_000_000i64;
     let span = rows as i64 * interval;
     let mut g = c.benchmark_group("downsample");
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    g.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
 
     g.throughput(Throughput::Elements(rows as u64 * 8));
     g.bench_function("one_machine/1000_buckets", |b| {
@@ -31,10 +29,7 @@ fn downsample(c: &mut Criterion) {
     g.throughput(Throughput::Elements(points));
     g.bench_function("fleet/100_buckets_avg_max", |b| {
         b.iter(|| {
-            db.downsample(Machines::All, t0..t0 + span, span / 100)
-                .aggs([Agg::Avg, Agg::Max])
-                .run()
-                .unwrap()
+            db.downsample(Machines::All, t0..t0 + span, span / 100).aggs([Agg::Avg, Agg::Max]).run().unwrap()
         })
     });
     g.bench_function("fleet/whole_range_count_sum", |b| {

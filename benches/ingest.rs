@@ -10,16 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gemba::{Col, Db, Options, SyncPolicy, WriteBatch};
 
 const ROWS: usize = 1_000;
-const FIELDS: [&str; 8] = [
-    "speed",
-    "torque",
-    "current",
-    "temp",
-    "vibration",
-    "pressure",
-    "status",
-    "alarm",
-];
+const FIELDS: [&str; 8] = ["speed", "torque", "current", "temp", "vibration", "pressure", "status", "alarm"];
 const POINTS: u64 = (ROWS * FIELDS.len()) as u64;
 
 /// A sensor-like value for field `f` at row `i`.
@@ -30,12 +21,7 @@ fn value(f: usize, i: i64) -> f64 {
 fn row_batch(machine: &str, t0: i64) -> WriteBatch {
     let mut b = WriteBatch::new();
     for i in 0..ROWS as i64 {
-        b.row(
-            machine,
-            t0 + i * 1000,
-            FIELDS.iter().enumerate().map(|(f, n)| (*n, value(f, i))),
-        )
-        .unwrap();
+        b.row(machine, t0 + i * 1000, FIELDS.iter().enumerate().map(|(f, n)| (*n, value(f, i)))).unwrap();
     }
     b
 }
@@ -48,26 +34,12 @@ fn columnar_batch(machine: &str, t0: i64, cols: &mut [Vec<f64>], ts: &mut Vec<i6
         c.extend((0..ROWS as i64).map(|i| value(f, i)));
     }
     let mut b = WriteBatch::new();
-    b.columns(
-        machine,
-        ts,
-        FIELDS
-            .iter()
-            .zip(cols.iter())
-            .map(|(n, c)| (*n, Col::f64(c))),
-    )
-    .unwrap();
+    b.columns(machine, ts, FIELDS.iter().zip(cols.iter()).map(|(n, c)| (*n, Col::f64(c)))).unwrap();
     b
 }
 
 /// Runs `threads` writers, each writing `batches` batches; returns the elapsed time.
-fn drive(
-    db: &Arc<Db>,
-    clock: &Arc<AtomicI64>,
-    threads: usize,
-    batches: u64,
-    columnar: bool,
-) -> Duration {
+fn drive(db: &Arc<Db>, clock: &Arc<AtomicI64>, threads: usize, batches: u64, columnar: bool) -> Duration {
     let start = Instant::now();
     let hs: Vec<_> = (0..threads)
         .map(|t| {
@@ -102,18 +74,13 @@ fn ingest(c: &mut Criterion) {
         ("os", SyncPolicy::Os),
     ];
     let mut g = c.benchmark_group("ingest");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     for (pname, policy) in policies {
         for threads in [1usize, 4, 8] {
             for columnar in [false, true] {
                 let api = if columnar { "columnar" } else { "rows" };
                 let dir = tempfile::tempdir().unwrap();
-                let opts = Options {
-                    sync: policy,
-                    ..Options::default()
-                };
+                let opts = Options { sync: policy, ..Options::default() };
                 let db = Arc::new(Db::open(dir.path(), opts).unwrap());
                 let clock = Arc::new(AtomicI64::new(0));
                 g.throughput(Throughput::Elements(POINTS * threads as u64));

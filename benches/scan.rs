@@ -14,22 +14,14 @@ fn scan(c: &mut Criterion) {
     let t0 = 1_704_067_200_000_000i64;
     let span = rows as i64 * interval;
     let mut g = c.benchmark_group("scan");
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    g.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     let m = common::machine_name(7);
     g.throughput(Throughput::Elements(rows as u64 / 10 * 8));
     g.bench_function("one_machine/10%_window", |b| {
-        b.iter(|| {
-            db.scan(m.as_str(), t0 + span * 45 / 100..t0 + span * 55 / 100)
-                .collect()
-                .unwrap()
-        })
+        b.iter(|| db.scan(m.as_str(), t0 + span * 45 / 100..t0 + span * 55 / 100).collect().unwrap())
     });
     g.throughput(Throughput::Elements(rows as u64 * 8));
-    g.bench_function("one_machine/all", |b| {
-        b.iter(|| db.scan(m.as_str(), ..).collect().unwrap())
-    });
+    g.bench_function("one_machine/all", |b| b.iter(|| db.scan(m.as_str(), ..).collect().unwrap()));
     g.throughput(Throughput::Elements(points));
     g.bench_function("fleet/decode_and_sum", |b| {
         b.iter(|| {

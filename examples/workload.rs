@@ -42,18 +42,12 @@ fn main() {
 fn run(dataset: &Path, db_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let machines = load(dataset)?;
     let rows: usize = machines.iter().map(|m| m.ts.len()).sum();
-    let points: usize = machines
-        .iter()
-        .map(|m| m.valid.iter().flatten().filter(|&&v| v).count())
-        .sum();
+    let points: usize = machines.iter().map(|m| m.valid.iter().flatten().filter(|&&v| v).count()).sum();
     let p = Params::new(&machines).ok_or("the dataset has no rows")?;
 
     // Ingest: every row through the write API until durable.
     let start = Instant::now();
-    let opts = Options {
-        sync: SyncPolicy::Os,
-        ..Options::default()
-    };
+    let opts = Options { sync: SyncPolicy::Os, ..Options::default() };
     let db = Db::open(db_dir, opts)?;
     const CHUNK: usize = 65_536;
     for m in &machines {
@@ -62,10 +56,7 @@ fn run(dataset: &Path, db_dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
             let end = (at + CHUNK).min(m.ts.len());
             let mut b = WriteBatch::new();
             let cols = m.fields.iter().enumerate().map(|(i, f)| {
-                (
-                    f.as_str(),
-                    Col::f64(&m.values[i][at..end]).with_validity(&m.valid[i][at..end]),
-                )
+                (f.as_str(), Col::f64(&m.values[i][at..end]).with_validity(&m.valid[i][at..end]))
             });
             b.columns(&m.id, &m.ts[at..end], cols)?;
             db.write(&b)?;
@@ -87,10 +78,7 @@ fn run(dataset: &Path, db_dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
     ];
     db.close()?;
 
-    let name = dataset
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dataset.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut out = format!(
         "{{\"engine\": \"gemba\", \"dataset\": {}, \"rows\": {rows}, \"points\": {points}, \"ingest_s\": {ingest_s}, \"bytes_on_disk\": {bytes_on_disk}, \"queries\": {{",
         json_str(&name)
@@ -99,10 +87,7 @@ fn run(dataset: &Path, db_dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&format!(
-            "{}: {{\"median_s\": {median}, \"digest\": {digest}}}",
-            json_str(q)
-        ));
+        out.push_str(&format!("{}: {{\"median_s\": {median}, \"digest\": {digest}}}", json_str(q)));
     }
     out.push_str("}}");
     println!("{out}");
@@ -168,10 +153,7 @@ impl Params {
 }
 
 enum Digest {
-    Q1 {
-        rows: u64,
-        fields: BTreeMap<String, (u64, f64)>,
-    },
+    Q1 { rows: u64, fields: BTreeMap<String, (u64, f64)> },
     Q2(BTreeMap<String, [f64; 5]>),
     Flat(Vec<(&'static str, f64, bool)>),
 }
@@ -182,9 +164,7 @@ impl Digest {
             Digest::Q1 { rows, fields } => {
                 let f: Vec<String> = fields
                     .iter()
-                    .map(|(n, (c, s))| {
-                        format!("{}: {{\"count\": {c}, \"sum\": {}}}", json_str(n), num(*s))
-                    })
+                    .map(|(n, (c, s))| format!("{}: {{\"count\": {c}, \"sum\": {}}}", json_str(n), num(*s)))
                     .collect();
                 format!("{{\"rows\": {rows}, \"fields\": {{{}}}}}", f.join(", "))
             }
@@ -209,11 +189,7 @@ impl Digest {
                 let f: Vec<String> = items
                     .iter()
                     .map(|(k, v, int)| {
-                        if *int {
-                            format!("\"{k}\": {}", *v as u64)
-                        } else {
-                            format!("\"{k}\": {}", num(*v))
-                        }
+                        if *int { format!("\"{k}\": {}", *v as u64) } else { format!("\"{k}\": {}", num(*v)) }
                     })
                     .collect();
                 format!("{{{}}}", f.join(", "))
@@ -241,10 +217,7 @@ fn q1(db: &Db, p: &Params) -> gemba::Result<Digest> {
             }
         }
     }
-    let fields = sums
-        .into_iter()
-        .map(|(f, (c, v))| (f, (c, fsum(&v))))
-        .collect();
+    let fields = sums.into_iter().map(|(f, (c, v))| (f, (c, fsum(&v)))).collect();
     Ok(Digest::Q1 { rows, fields })
 }
 
@@ -264,23 +237,14 @@ fn q2(db: &Db, p: &Params) -> gemba::Result<Digest> {
         };
         fields.insert(
             s.field.to_string(),
-            [
-                n as f64,
-                fsum(&col(Agg::Avg)),
-                fsum(&col(Agg::Min)),
-                fsum(&col(Agg::Max)),
-                counts as f64,
-            ],
+            [n as f64, fsum(&col(Agg::Avg)), fsum(&col(Agg::Min)), fsum(&col(Agg::Max)), counts as f64],
         );
     }
     Ok(Digest::Q2(fields))
 }
 
 fn q3(db: &Db, p: &Params) -> gemba::Result<Digest> {
-    let out = db
-        .downsample(Machines::All, p.t0..p.t1, p.w3)
-        .aggs([Agg::Avg, Agg::Max])
-        .run()?;
+    let out = db.downsample(Machines::All, p.t0..p.t1, p.w3).aggs([Agg::Avg, Agg::Max]).run()?;
     let (mut avg, mut max, mut groups) = (Vec::new(), Vec::new(), 0u64);
     for s in &out.series {
         for i in 0..s.buckets.len() {
@@ -305,17 +269,11 @@ fn q4(db: &Db) -> gemba::Result<Digest> {
             other => other.as_f64(),
         })
         .collect();
-    Ok(Digest::Flat(vec![
-        ("count", v.len() as f64, true),
-        ("sum", fsum(&v), false),
-    ]))
+    Ok(Digest::Flat(vec![("count", v.len() as f64, true), ("sum", fsum(&v), false)]))
 }
 
 fn q5(db: &Db, p: &Params) -> gemba::Result<Digest> {
-    let out = db
-        .aggregate(Machines::All, p.t0..p.t1)
-        .aggs([Agg::Count, Agg::Sum])
-        .run()?;
+    let out = db.aggregate(Machines::All, p.t0..p.t1).aggs([Agg::Count, Agg::Sum]).run()?;
     let mut count = 0u64;
     let mut sums = Vec::new();
     for s in &out.series {
@@ -324,10 +282,7 @@ fn q5(db: &Db, p: &Params) -> gemba::Result<Digest> {
         }
         sums.push(s.agg(Agg::Sum).unwrap().f64(0));
     }
-    Ok(Digest::Flat(vec![
-        ("count", count as f64, true),
-        ("sum", fsum(&sums), false),
-    ]))
+    Ok(Digest::Flat(vec![("count", count as f64, true), ("sum", fsum(&sums), false)]))
 }
 
 /// Correctly rounded sum (Shewchuk's algorithm, as Python's `math.fsum`).
@@ -383,11 +338,7 @@ fn fsum(values: &[f64]) -> f64 {
 }
 
 fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:?}")
-    } else {
-        "null".to_string()
-    }
+    if x.is_finite() { format!("{x:?}") } else { "null".to_string() }
 }
 
 fn json_str(s: &str) -> String {
@@ -425,10 +376,7 @@ fn load(dir: &Path) -> Result<Vec<Machine>, Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|e| e == "csv"))
         .collect();
     files.sort_by(|a, b| {
-        a.file_stem()
-            .unwrap()
-            .as_encoded_bytes()
-            .cmp(b.file_stem().unwrap().as_encoded_bytes())
+        a.file_stem().unwrap().as_encoded_bytes().cmp(b.file_stem().unwrap().as_encoded_bytes())
     });
     files.iter().map(|p| load_csv(p)).collect()
 }
@@ -436,12 +384,8 @@ fn load(dir: &Path) -> Result<Vec<Machine>, Box<dyn std::error::Error>> {
 fn load_csv(path: &Path) -> Result<Machine, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)?;
     let mut lines = text.lines();
-    let header: Vec<String> = lines
-        .next()
-        .ok_or("empty file")?
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
+    let header: Vec<String> =
+        lines.next().ok_or("empty file")?.split(',').map(|s| s.trim().to_string()).collect();
     if header.first().map(String::as_str) != Some("ts") {
         return Err(format!("{}: the header must start with ts", path.display()).into());
     }
@@ -472,10 +416,7 @@ fn load_csv(path: &Path) -> Result<Machine, Box<dyn std::error::Error>> {
                 values[f].push(0.0);
                 valid[f].push(false);
             } else {
-                values[f].push(
-                    c.parse()
-                        .map_err(|e| format!("{}:{}: {c:?}: {e}", path.display(), ln + 2))?,
-                );
+                values[f].push(c.parse().map_err(|e| format!("{}:{}: {c:?}: {e}", path.display(), ln + 2))?);
                 valid[f].push(true);
             }
         }
@@ -510,16 +451,6 @@ fn load_csv(path: &Path) -> Result<Machine, Box<dyn std::error::Error>> {
         }
         a = b;
     }
-    let id = path
-        .file_stem()
-        .ok_or("no file name")?
-        .to_string_lossy()
-        .into_owned();
-    Ok(Machine {
-        id,
-        fields,
-        ts: out_ts,
-        values: out_v,
-        valid: out_ok,
-    })
+    let id = path.file_stem().ok_or("no file name")?.to_string_lossy().into_owned();
+    Ok(Machine { id, fields, ts: out_ts, values: out_v, valid: out_ok })
 }

@@ -63,22 +63,13 @@ impl Catalog {
         }
         let name: Arc<str> = Arc::from(name);
         let m = self.machines.len() as MachineIdx;
-        self.machines.push(MachineEntry {
-            name: name.clone(),
-            fields: Vec::new(),
-            by_name: HashMap::new(),
-        });
+        self.machines.push(MachineEntry { name: name.clone(), fields: Vec::new(), by_name: HashMap::new() });
         self.by_name.insert(name, m);
         m
     }
 
     /// Adds a field if it is new; fails when it exists with another type.
-    pub(crate) fn intern_field(
-        &mut self,
-        m: MachineIdx,
-        name: &str,
-        ty: FieldType,
-    ) -> Result<FieldIdx> {
+    pub(crate) fn intern_field(&mut self, m: MachineIdx, name: &str, ty: FieldType) -> Result<FieldIdx> {
         let e = &mut self.machines[m as usize];
         if let Some(&f) = e.by_name.get(name) {
             let have = e.fields[f as usize].ty;
@@ -100,10 +91,7 @@ impl Catalog {
         }
         let name: Arc<str> = Arc::from(name);
         let f = e.fields.len() as FieldIdx;
-        e.fields.push(FieldEntry {
-            name: name.clone(),
-            ty,
-        });
+        e.fields.push(FieldEntry { name: name.clone(), ty });
         e.by_name.insert(name, f);
         Ok(f)
     }
@@ -150,18 +138,11 @@ impl Catalog {
         // check() found no type conflict with existing fields; the only remaining failure is
         // the per-machine field limit, checked before anything changes.
         for g in &batch.groups {
-            let have = self
-                .machine(&g.machine)
-                .map(|m| self.entry(m).fields.len())
-                .unwrap_or(0);
+            let have = self.machine(&g.machine).map(|m| self.entry(m).fields.len()).unwrap_or(0);
             let new = g
                 .fields
                 .iter()
-                .filter(|f| {
-                    self.machine(&g.machine)
-                        .and_then(|m| self.entry(m).field(&f.name))
-                        .is_none()
-                })
+                .filter(|f| self.machine(&g.machine).and_then(|m| self.entry(m).field(&f.name)).is_none())
                 .count();
             if have + new > FIELDS_PER_MACHINE_MAX {
                 return Err(Error::invalid(format!(

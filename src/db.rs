@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,9 +16,11 @@ use crate::manifest::{self, Manifest, SegmentMeta};
 use crate::memtable::Memtable;
 use crate::model::{FieldType, TimeRange, WriteBatch};
 use crate::options::{Options, SyncPolicy};
+use crate::segment::writer::SegmentSummary;
 use crate::segment::{self, Segment};
+use crate::tombstone::Tombstone;
 use crate::wal::RecoveryReport;
-use crate::wal::format::{self, KIND_BATCH, RECORD_LEN_MAX};
+use crate::wal::format::{self, KIND_BATCH, KIND_DELETE, RECORD_LEN_MAX};
 use crate::wal::reader;
 use crate::wal::writer::WalWriter;
 
@@ -31,11 +33,20 @@ pub(crate) struct Snapshot {
     pub(crate) version: Arc<Version>,
     pub(crate) seq: u64,
     pub(crate) catalog: Arc<Catalog>,
+    /// Retention: nothing older than this is visible.
+    pub(crate) ts_floor: i64,
+}
+
+impl Snapshot {
+    /// `range` without the part retention has removed.
+    pub(crate) fn clamp(&self, range: TimeRange) -> TimeRange {
+        TimeRange { start: range.start.max(self.ts_floor), end: range.end }
+    }
 }
 
 /// The live set of data sources. Replaced (never mutated) when it changes, so a query holding
 /// one keeps every memtable and mapped segment in it alive until it is done.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Version {
     /// Takes writes.
     pub(crate) active: Arc<Memtable>,
@@ -43,6 +54,8 @@ pub(crate) struct Version {
     pub(crate) frozen: Vec<Arc<Memtable>>,
     /// Live segments, sorted by (partition, max_seq): within a partition, later wins.
     pub(crate) segments: Vec<Arc<Segment>>,
+    /// Live deletes, in sequence order.
+    pub(crate) tombstones: Arc<Vec<Arc<Tombstone>>>,
 }
 
 impl Version {
@@ -53,6 +66,13 @@ impl Version {
 
 fn sort_segments(segs: &mut [Arc<Segment>]) {
     segs.sort_by_key(|s| (s.index.partition_start, s.index.max_seq, s.id));
+}
+
+/// A compaction to run: merge a partition's segments, or drop it (past retention).
+#[derive(Debug, Clone, Copy)]
+struct CompactionJob {
+    partition: i64,
+    drop_only: bool,
 }
 
 /// Background state shared by writers, `flush()` callers and the flush thread.
@@ -89,6 +109,13 @@ pub(crate) struct Inner {
     bg_done: Condvar,
     /// Set when a failure leaves durable state unknown (e.g. the manifest's directory sync).
     poisoned: Mutex<Option<String>>,
+    /// Held while flushing or compacting: one change of the live segments at a time.
+    work: Mutex<()>,
+    /// The newest timestamp written (for retention); `i64::MIN` when empty.
+    max_ts: AtomicI64,
+    stats_bytes_flushed: AtomicU64,
+    stats_bytes_compacted: AtomicU64,
+    stats_compactions: AtomicU64,
     _lock: LockGuard,
 }
 
@@ -104,9 +131,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("dir", &self.inner.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Db").field("dir", &self.inner.dir).finish_non_exhaustive()
     }
 }
 
@@ -153,13 +178,9 @@ impl Db {
         let dir = dir.as_ref().to_path_buf();
         let fs = opts.fs.clone();
         if opts.create_if_missing {
-            fs.create_dir_all(&dir)
-                .map_err(|e| Error::io("create directory", &dir, e))?;
+            fs.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         } else if fs.list(&dir).is_err() {
-            return Err(Error::invalid(format!(
-                "database directory {} does not exist",
-                dir.display()
-            )));
+            return Err(Error::invalid(format!("database directory {} does not exist", dir.display())));
         }
         let lock_path = dir.join(LOCK_FILE);
         let lock = fs.lock(&lock_path).map_err(|e| {
@@ -170,41 +191,47 @@ impl Db {
             }
         })?;
 
-        let Loaded {
-            manifest,
-            segments,
-            mut catalog,
-        } = load(fs.as_ref(), &dir)?;
+        let Loaded { manifest, segments, mut catalog } = load(fs.as_ref(), &dir)?;
         let memtable = Memtable::new();
+        let mut tombstones: Vec<Arc<Tombstone>> = manifest.tombstones.iter().cloned().map(Arc::new).collect();
         let (files, recovery, log_seq) = reader::recover(
             fs.as_ref(),
             &dir,
             manifest.flushed_seq,
             opts.skip_corrupt_wal_records,
             |path, offset, rec| {
-                if rec.kind != KIND_BATCH {
-                    return Err(reader::bad_body(
-                        path,
-                        offset,
-                        format!("unknown record kind {}", rec.kind),
-                    ));
+                let bad = |w: String| reader::bad_body(path, offset, w);
+                match rec.kind {
+                    KIND_BATCH => {
+                        let batch = format::decode_batch(rec.body).map_err(bad)?;
+                        let map = catalog.register(&batch).map_err(|e| bad(e.to_string()))?;
+                        memtable.insert(&map, &batch, rec.seq);
+                    }
+                    KIND_DELETE => {
+                        let (t, used) = Tombstone::decode(rec.body).map_err(bad)?;
+                        if used != rec.body.len() {
+                            return Err(bad("bytes after the delete".into()));
+                        }
+                        tombstones.push(Arc::new(Tombstone { seq: rec.seq, ..t }));
+                    }
+                    k => return Err(bad(format!("unknown record kind {k}"))),
                 }
-                let batch = format::decode_batch(rec.body)
-                    .map_err(|w| reader::bad_body(path, offset, w))?;
-                let map = catalog
-                    .register(&batch)
-                    .map_err(|e| reader::bad_body(path, offset, e.to_string()))?;
-                memtable.insert(&map, &batch, rec.seq);
                 Ok(())
             },
         )?;
         let last_seq = log_seq.max(manifest.flushed_seq);
         let wal = WalWriter::open(fs.clone(), &dir, opts.wal_file_bytes_max, files, last_seq)?;
         wal.remove_flushed(manifest.flushed_seq)?;
+        let max_ts = std::iter::once(manifest.max_ts)
+            .chain(manifest.segments.iter().map(|s| s.ts_max))
+            .chain(memtable.machines().into_iter().filter_map(|m| memtable.bounds(m).map(|b| b.1)))
+            .max()
+            .unwrap_or(i64::MIN);
         let version = Version {
             active: Arc::new(memtable),
             frozen: Vec::new(),
             segments,
+            tombstones: Arc::new(tombstones),
         };
         let inner = Arc::new(Inner {
             dir,
@@ -223,14 +250,15 @@ impl Db {
             bg_work: Condvar::new(),
             bg_done: Condvar::new(),
             poisoned: Mutex::new(None),
+            work: Mutex::new(()),
+            max_ts: AtomicI64::new(max_ts),
+            stats_bytes_flushed: AtomicU64::new(0),
+            stats_bytes_compacted: AtomicU64::new(0),
+            stats_compactions: AtomicU64::new(0),
             _lock: lock,
             opts,
         });
-        let db = Db {
-            inner,
-            threads: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
-        };
+        let db = Db { inner, threads: Mutex::new(Vec::new()), closed: AtomicBool::new(false) };
         let inner = db.inner.clone();
         db.spawn("gemba-flush", move || inner.flush_loop())?;
         if let SyncPolicy::Periodic(interval) = db.inner.opts.sync {
@@ -310,33 +338,71 @@ impl Db {
         inner.backpressure()?;
         let mut body = Vec::with_capacity(len);
         format::encode_batch(batch, &mut body);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&body);
-
-        let seq = inner.wal.append(&body, &crc)?;
-        let guard = TicketGuard { inner, seq };
-        let durable = matches!(inner.opts.sync, SyncPolicy::Always);
-        let result = inner.wal.wait(seq, durable);
-        // Enter the memtable in sequence order, whether or not this batch made it; hold the
-        // ticket while inserting so a freeze never splits a batch.
-        let mut t = inner.ticket.lock();
-        while *t != seq {
-            inner.ticket_cv.wait(&mut t);
-        }
-        if result.is_ok() {
+        let batch_max_ts = batch.groups.iter().flat_map(|g| g.ts.iter().copied()).max().unwrap_or(i64::MIN);
+        inner.commit(&body, |inner, seq| {
             let active = inner.version.lock().active.clone();
             active.insert(&map, batch, seq);
-            inner.visible_seq.store(seq, Ordering::Release);
+            inner.max_ts.fetch_max(batch_max_ts, Ordering::AcqRel);
             if active.bytes() >= inner.freeze_bytes() {
                 inner.freeze_locked();
                 inner.wal.request_rotate();
             }
+        })
+    }
+
+    /// Deletes every value of `machine` in `range`, in all its fields. Durable as a write is
+    /// (it goes through the log) and visible at once to every query started afterwards;
+    /// values written later are not affected. The space is reclaimed by compaction. A machine
+    /// that does not exist is not an error (there is nothing to delete).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = gemba::Db::open(dir.path(), gemba::Options::default())?;
+    /// let mut b = gemba::WriteBatch::new();
+    /// b.row("press-07", 10, [("speed", 1.0)])?.row("press-07", 20, [("speed", 2.0)])?;
+    /// db.write(&b)?;
+    /// db.delete_range("press-07", 0..15)?;
+    /// assert_eq!(db.scan("press-07", ..).collect()?[0].ts, vec![20]);
+    /// # Ok::<(), gemba::Error>(())
+    /// ```
+    pub fn delete_range(&self, machine: &str, range: impl Into<TimeRange>) -> Result<()> {
+        self.delete(machine, None, range.into())
+    }
+
+    /// Deletes the values of some fields of `machine` in `range`; see [`Db::delete_range`].
+    pub fn delete_fields<S: AsRef<str>>(
+        &self,
+        machine: &str,
+        fields: impl IntoIterator<Item = S>,
+        range: impl Into<TimeRange>,
+    ) -> Result<()> {
+        let fields: Vec<Arc<str>> = fields.into_iter().map(|f| Arc::from(f.as_ref())).collect();
+        for f in &fields {
+            crate::model::validate_field_name(f)?;
         }
-        *t += 1;
-        inner.ticket_cv.notify_all();
-        drop(t);
-        drop(guard);
-        result
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.delete(machine, Some(fields), range.into())
+    }
+
+    /// Deletes every value of a machine. Its fields keep their types.
+    pub fn delete_machine(&self, machine: &str) -> Result<()> {
+        self.delete(machine, None, TimeRange::ALL)
+    }
+
+    fn delete(&self, machine: &str, fields: Option<Vec<Arc<str>>>, range: TimeRange) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        crate::model::validate_machine_id(machine)?;
+        range.validate()?;
+        if range.is_empty() || inner.catalog.read().machine(machine).is_none() {
+            return Ok(());
+        }
+        let tomb = Tombstone { seq: 0, machine: Arc::from(machine), fields, range };
+        let mut body = vec![KIND_DELETE];
+        tomb.encode(&mut body);
+        inner.commit(&body, |inner, seq| inner.add_tombstone(Tombstone { seq, ..tomb.clone() }))
     }
 
     /// Makes every write acknowledged so far durable on stable storage (useful with the
@@ -352,6 +418,24 @@ impl Db {
         self.inner.check_open()?;
         let target = self.inner.freeze()?;
         self.inner.wait_flushed(target)
+    }
+
+    /// Merges the segments of every partition that has more than one, and rewrites those whose
+    /// data deletes have hidden, after flushing the memtables; partitions past retention are
+    /// dropped. Background compaction does the same by its policy
+    /// ([`Options::compaction_trigger`]); this forces it now and waits.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        let inner = &*self.inner;
+        loop {
+            inner.check_open()?;
+            let _work = inner.work.lock();
+            let v = inner.version.lock().clone();
+            match inner.compaction_candidate(&v, true) {
+                Some(job) => inner.run_compaction(job)?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Closes the database: stops background work, makes every acknowledged write durable and
@@ -383,11 +467,8 @@ impl Db {
         let version = self.inner.version.lock().clone();
         let seq = self.inner.visible_seq.load(Ordering::Acquire);
         let catalog = self.inner.catalog.read().clone();
-        Ok(Snapshot {
-            version,
-            seq,
-            catalog,
-        })
+        let ts_floor = self.inner.ts_floor();
+        Ok(Snapshot { version, seq, catalog, ts_floor })
     }
 
     /// Reads every live segment file whole, checking every checksum and decoding every block.
@@ -406,7 +487,12 @@ impl Db {
     pub fn stats(&self) -> DbStats {
         let v = self.inner.version.lock().clone();
         let m = self.inner.manifest.lock();
+        let i = &self.inner;
         DbStats {
+            bytes_flushed: i.stats_bytes_flushed.load(Ordering::Relaxed),
+            bytes_compacted: i.stats_bytes_compacted.load(Ordering::Relaxed),
+            compactions: i.stats_compactions.load(Ordering::Relaxed),
+            tombstones: v.tombstones.len(),
             segments: v.segments.len(),
             segment_bytes: v.segments.iter().map(|s| s.file_len()).sum(),
             memtable_bytes: v.memtable_bytes(),
@@ -429,6 +515,15 @@ pub struct DbStats {
     pub frozen_memtables: usize,
     /// Every write up to this sequence number is in segment files.
     pub flushed_seq: u64,
+    /// Bytes of segment files written by flushes since open.
+    pub bytes_flushed: u64,
+    /// Bytes of segment files written by compactions since open (write amplification is
+    /// `(bytes_flushed + bytes_compacted) / bytes_flushed`).
+    pub bytes_compacted: u64,
+    /// Compactions run since open.
+    pub compactions: u64,
+    /// Live deletes (tombstones) still kept.
+    pub tombstones: usize,
 }
 
 impl Drop for Db {
@@ -442,9 +537,7 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
     let mpath = dir.join(manifest::FILE);
     let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
     let manifest = if names.iter().any(|n| n == manifest::FILE) {
-        let bytes = fs
-            .read(&mpath)
-            .map_err(|e| Error::io("read manifest", &mpath, e))?;
+        let bytes = fs.read(&mpath).map_err(|e| Error::io("read manifest", &mpath, e))?;
         Manifest::decode(&mpath, &bytes)?
     } else {
         Manifest::default()
@@ -453,19 +546,11 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
     for meta in &manifest.segments {
         let path = dir.join(segment::file_name(meta.id));
         if !names.iter().any(|n| *n == segment::file_name(meta.id)) {
-            return Err(Error::corrupt(
-                &mpath,
-                0,
-                format!("live segment {} is missing", path.display()),
-            ));
+            return Err(Error::corrupt(&mpath, 0, format!("live segment {} is missing", path.display())));
         }
         let seg = Segment::open(fs, &path, meta.id)?;
         if seg.index.partition_start != meta.partition_start || seg.index.max_seq != meta.max_seq {
-            return Err(Error::corrupt(
-                &path,
-                0,
-                "segment disagrees with the manifest",
-            ));
+            return Err(Error::corrupt(&path, 0, "segment disagrees with the manifest"));
         }
         segments.push(Arc::new(seg));
     }
@@ -474,18 +559,15 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
     let live: HashSet<u64> = manifest.segments.iter().map(|s| s.id).collect();
     let mut removed = false;
     for n in &names {
-        let stale =
-            n.ends_with(".tmp") || segment::parse_name(n).is_some_and(|id| !live.contains(&id));
+        let stale = n.ends_with(".tmp") || segment::parse_name(n).is_some_and(|id| !live.contains(&id));
         if stale {
             let p = dir.join(n);
-            fs.remove(&p)
-                .map_err(|e| Error::io("remove leftover", &p, e))?;
+            fs.remove(&p).map_err(|e| Error::io("remove leftover", &p, e))?;
             removed = true;
         }
     }
     if removed {
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
+        fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
     }
     let mut catalog = Catalog::default();
     for seg in &segments {
@@ -493,23 +575,47 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
             let mi = catalog.intern_machine(&m.name);
             for (f, ty) in &m.fields {
                 catalog.intern_field(mi, f, *ty).map_err(|e| {
-                    Error::corrupt(
-                        &seg.path,
-                        0,
-                        format!("segment disagrees with the catalog: {e}"),
-                    )
+                    Error::corrupt(&seg.path, 0, format!("segment disagrees with the catalog: {e}"))
                 })?;
             }
         }
     }
-    Ok(Loaded {
-        manifest,
-        segments,
-        catalog,
-    })
+    Ok(Loaded { manifest, segments, catalog })
 }
 
 impl Inner {
+    /// Logs a record and, once it is written (durable under `SyncPolicy::Always`), applies it
+    /// in sequence order: `apply` runs with the ticket held, so records take effect in log
+    /// order and a freeze never splits one.
+    fn commit(&self, body: &[u8], apply: impl FnOnce(&Inner, u64)) -> Result<()> {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(body);
+        let seq = self.wal.append(body, &crc)?;
+        let guard = TicketGuard { inner: self, seq };
+        let durable = matches!(self.opts.sync, SyncPolicy::Always);
+        let result = self.wal.wait(seq, durable);
+        let mut t = self.ticket.lock();
+        while *t != seq {
+            self.ticket_cv.wait(&mut t);
+        }
+        if result.is_ok() {
+            apply(self, seq);
+            self.visible_seq.store(seq, Ordering::Release);
+        }
+        *t += 1;
+        self.ticket_cv.notify_all();
+        drop(t);
+        drop(guard);
+        result
+    }
+
+    fn add_tombstone(&self, t: Tombstone) {
+        let mut v = self.version.lock();
+        let mut tombs = (*v.tombstones).clone();
+        tombs.push(Arc::new(t));
+        *v = Arc::new(Version { tombstones: Arc::new(tombs), ..Version::clone(&v) });
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.shutdown.load(Ordering::Relaxed) {
             return Err(Error::Closed);
@@ -540,11 +646,7 @@ impl Inner {
             self.check_open()?;
             if let Some((kind, msg)) = &bg.error {
                 // The flush is failing (e.g. a full disk): report rather than wait forever.
-                return Err(Error::io(
-                    "flush",
-                    self.dir.clone(),
-                    std::io::Error::new(*kind, msg.clone()),
-                ));
+                return Err(Error::io("flush", self.dir.clone(), std::io::Error::new(*kind, msg.clone())));
             }
             self.bg_done.wait_for(&mut bg, Duration::from_millis(100));
         }
@@ -553,14 +655,15 @@ impl Inner {
     /// Freezes the active memtable if it holds anything. Returns the sequence number that
     /// must be flushed for everything written so far to be in segments.
     fn freeze(&self) -> Result<u64> {
-        {
+        let target = {
             let _t = self.ticket.lock();
             self.freeze_locked();
-        }
+            // Every record applied so far is now in a frozen memtable, a segment, or (deletes)
+            // the version's tombstones; later records have larger sequence numbers.
+            self.visible_seq.load(Ordering::Acquire)
+        };
         self.wal.rotate()?;
-        let v = self.version.lock().clone();
-        let frozen_max = v.frozen.iter().map(|m| m.max_seq()).max().unwrap_or(0);
-        Ok(frozen_max.max(self.manifest.lock().flushed_seq))
+        Ok(target)
     }
 
     /// Freezes the active memtable; the caller holds the ticket lock (no insert in progress).
@@ -571,11 +674,7 @@ impl Inner {
         }
         let mut frozen = v.frozen.clone();
         frozen.push(v.active.clone());
-        *v = Arc::new(Version {
-            active: Arc::new(Memtable::new()),
-            frozen,
-            segments: v.segments.clone(),
-        });
+        *v = Arc::new(Version { active: Arc::new(Memtable::new()), frozen, ..Version::clone(&v) });
         drop(v);
         let _g = self.bg.lock();
         self.bg_work.notify_all();
@@ -590,14 +689,24 @@ impl Inner {
                 return Ok(());
             }
             self.check_open()?;
+            // No memtable holds anything up to `seq` any more: what is left are deletes (and
+            // failed writes). Recording them in the manifest lets their log files go.
+            let pending = self.version.lock().frozen.iter().any(|m| m.min_seq() <= seq);
+            if !pending {
+                drop(bg);
+                {
+                    let _work = self.work.lock();
+                    if self.manifest.lock().flushed_seq < seq {
+                        self.publish(Vec::new(), &[], None, seq)?;
+                    }
+                }
+                bg = self.bg.lock();
+                continue;
+            }
             if bg.errors != errors_before
                 && let Some((kind, msg)) = &bg.error
             {
-                return Err(Error::io(
-                    "flush",
-                    self.dir.clone(),
-                    std::io::Error::new(*kind, msg.clone()),
-                ));
+                return Err(Error::io("flush", self.dir.clone(), std::io::Error::new(*kind, msg.clone())));
             }
             self.bg_done.wait_for(&mut bg, Duration::from_millis(100));
         }
@@ -605,6 +714,7 @@ impl Inner {
 
     fn flush_loop(&self) {
         loop {
+            // Wait for work: a frozen memtable, or a compaction the policy asks for.
             let next = {
                 let mut bg = self.bg.lock();
                 loop {
@@ -613,12 +723,27 @@ impl Inner {
                     }
                     let v = self.version.lock().clone();
                     if let Some(m) = v.frozen.first() {
-                        break m.clone();
+                        break Some(m.clone());
+                    }
+                    if bg.error.is_none() && self.compaction_candidate(&v, false).is_some() {
+                        break None;
                     }
                     self.bg_work.wait(&mut bg);
                 }
             };
-            let result = self.flush_memtable(&next);
+            let result = {
+                let _work = self.work.lock();
+                match &next {
+                    Some(mt) => self.flush_memtable(mt),
+                    None => {
+                        let v = self.version.lock().clone();
+                        match self.compaction_candidate(&v, false) {
+                            Some(job) => self.run_compaction(job),
+                            None => Ok(()),
+                        }
+                    }
+                }
+            };
             let mut bg = self.bg.lock();
             match result {
                 Ok(()) => bg.error = None,
@@ -638,7 +763,20 @@ impl Inner {
                     return;
                 }
                 self.bg_work.wait_for(&mut bg, Duration::from_millis(200));
+                bg.error = None;
             }
+        }
+    }
+
+    /// The oldest timestamp queries still see: the newest timestamp written minus the
+    /// retention, or `i64::MIN` without retention.
+    pub(crate) fn ts_floor(&self) -> i64 {
+        match self.opts.retention {
+            Some(r) => {
+                let newest = self.max_ts.load(Ordering::Acquire);
+                if newest == i64::MIN { i64::MIN } else { newest.saturating_sub(r) }
+            }
+            None => i64::MIN,
         }
     }
 
@@ -646,23 +784,23 @@ impl Inner {
     /// manifest, swaps them in for the memtable and removes the log files they cover.
     fn flush_memtable(&self, mt: &Arc<Memtable>) -> Result<()> {
         let catalog = self.catalog.read().clone();
+        let tombs = self.version.lock().tombstones.clone();
         let width = self.opts.partition_width;
+        let floor = self.ts_floor();
         // Partition start → machines' rows in it.
         let mut parts: BTreeMap<i64, Vec<segment::writer::MachineData>> = BTreeMap::new();
         let mut machines = mt.machines();
-        machines.sort_by(|&a, &b| {
-            catalog
-                .entry(a)
-                .name
-                .as_bytes()
-                .cmp(catalog.entry(b).name.as_bytes())
-        });
+        machines.sort_by(|&a, &b| catalog.entry(a).name.as_bytes().cmp(catalog.entry(b).name.as_bytes()));
         for m in machines {
             let e = catalog.entry(m);
             let idx: Vec<u32> = (0..e.fields.len() as u32).collect();
             let schema: Vec<(Arc<str>, FieldType)> =
                 e.fields.iter().map(|f| (f.name.clone(), f.ty)).collect();
-            let rows = mt.read(m, TimeRange::ALL, u64::MAX, &idx);
+            let names: Vec<&str> = e.fields.iter().map(|f| &*f.name).collect();
+            let dels = crate::memtable::dels_for(&tombs, &e.name, &names);
+            // Deleted rows and rows past retention are left out.
+            let range = TimeRange { start: floor, end: i64::MAX };
+            let rows = mt.read(m, range, u64::MAX, &idx, &dels);
             let mut start = 0;
             while start < rows.len() {
                 let p = partition_of(rows.ts[start], width);
@@ -676,101 +814,298 @@ impl Inner {
                 start = end;
             }
         }
-        let min_seq = mt.min_seq();
-        let max_seq = mt.max_seq();
-        let mut new_segments = Vec::new();
-        let mut metas = Vec::new();
-        let result = (|| -> Result<()> {
-            for (p, machines) in &parts {
-                let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
-                let (bytes, summary) = segment::writer::encode_segment(
-                    *p,
-                    width,
-                    min_seq,
-                    max_seq,
-                    machines,
-                    self.opts.block_rows,
-                );
-                let path = self.dir.join(segment::file_name(id));
-                self.write_file(&path, &bytes)?;
-                new_segments.push(Arc::new(Segment::open(self.fs.as_ref(), &path, id)?));
-                metas.push(SegmentMeta {
-                    id,
-                    partition_start: *p,
-                    ts_min: summary.ts_min,
-                    ts_max: summary.ts_max,
-                    min_seq,
-                    max_seq,
-                    bytes: bytes.len() as u64,
-                    points: summary.points,
-                });
+        let (min_seq, max_seq) = (mt.min_seq(), mt.max_seq());
+        // Every delete known now was applied to the rows read above.
+        let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
+        let mut added = Vec::new();
+        for (p, machines) in parts {
+            let made = self.write_segment(
+                p,
+                (min_seq, max_seq, applied_seq),
+                self.opts.block_rows,
+                machines.into_iter().map(Ok),
+            );
+            match made {
+                Ok(Some(x)) => added.push(x),
+                Ok(None) => {}
+                Err(e) => {
+                    for (s, _) in &added {
+                        let _ = self.fs.remove(&s.path);
+                    }
+                    return Err(e);
+                }
             }
-            Ok(())
+        }
+        self.stats_bytes_flushed.fetch_add(added.iter().map(|(_, m)| m.bytes).sum(), Ordering::Relaxed);
+        self.publish(added, &[], Some(mt), max_seq)
+    }
+
+    /// Writes one segment file of partition `p` from machines produced one at a time (sorted
+    /// by id), streaming its bytes to `seg-N.gseg.tmp`, then syncs and renames it. Returns the
+    /// opened segment and its manifest entry, or `None` when no machine had data. The caller
+    /// publishes it (which syncs the directory first).
+    fn write_segment(
+        &self,
+        p: i64,
+        (min_seq, max_seq, applied_seq): (u64, u64, u64),
+        block_rows: usize,
+        machines: impl Iterator<Item = Result<segment::writer::MachineData>>,
+    ) -> Result<Option<(Arc<Segment>, SegmentMeta)>> {
+        const CHUNK_BYTES: usize = 4 << 20;
+        let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.join(segment::file_name(id));
+        let tmp = crate::io::tmp_path(&path);
+        let mut builder = segment::writer::SegmentBuilder::new(
+            p,
+            self.opts.partition_width,
+            min_seq,
+            max_seq,
+            applied_seq,
+            block_rows,
+        );
+        let mut file: Option<Box<dyn crate::io::WriteFile>> = None;
+        let mut written = 0u64;
+        let result = (|| -> Result<Option<SegmentSummary>> {
+            for md in machines {
+                let md = md?;
+                if md.fields.is_empty() {
+                    continue;
+                }
+                builder.add(&md);
+                if builder.pending() >= CHUNK_BYTES {
+                    let f = match &mut file {
+                        Some(f) => f,
+                        None => file.insert(self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?),
+                    };
+                    let bytes = builder.take_bytes();
+                    f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
+                    written += bytes.len() as u64;
+                }
+            }
+            if builder.machines() == 0 {
+                return Ok(None);
+            }
+            let mut f = match file.take() {
+                Some(f) => f,
+                None => self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?,
+            };
+            let head = builder.take_bytes();
+            let b = std::mem::replace(&mut builder, segment::writer::SegmentBuilder::new(0, 1, 0, 0, 0, 1));
+            let (tail, summary) = b.finish();
+            for bytes in [head, tail] {
+                f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
+                written += bytes.len() as u64;
+            }
+            f.sync_data().map_err(|e| Error::io("sync", &tmp, e))?;
+            drop(f);
+            self.fs.rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+            Ok(Some(summary))
         })();
-        if let Err(e) = result {
-            for s in &new_segments {
+        let summary = match result {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                drop(file);
+                let _ = self.fs.remove(&tmp);
+                return Ok(None);
+            }
+            Err(e) => {
+                drop(file);
+                let _ = self.fs.remove(&tmp);
+                let _ = self.fs.remove(&path);
+                return Err(e);
+            }
+        };
+        let seg = match Segment::open(self.fs.as_ref(), &path, id) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = self.fs.remove(&path);
+                return Err(e);
+            }
+        };
+        let meta = SegmentMeta {
+            id,
+            partition_start: p,
+            ts_min: summary.ts_min,
+            ts_max: summary.ts_max,
+            min_seq,
+            max_seq,
+            applied_seq: applied_seq.max(max_seq),
+            bytes: written,
+            points: summary.points,
+        };
+        Ok(Some((seg, meta)))
+    }
+
+    /// Makes a change of the live segments durable and visible: syncs the directory (new
+    /// files' names), writes the manifest (dropping tombstones nothing older can be under any
+    /// more), swaps the version, then removes replaced segment files and, for a flush, the log
+    /// files it covered.
+    fn publish(
+        &self,
+        added: Vec<(Arc<Segment>, SegmentMeta)>,
+        removed: &[u64],
+        flushed_mt: Option<&Arc<Memtable>>,
+        flushed_to: u64,
+    ) -> Result<()> {
+        if !added.is_empty() {
+            self.fs.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        let mut m = self.manifest.lock();
+        let m_before = m.flushed_seq;
+        let cur = self.version.lock().clone();
+        let flushed_seq = m.flushed_seq.max(flushed_to);
+        let mut segments: Vec<Arc<Segment>> =
+            cur.segments.iter().filter(|s| !removed.contains(&s.id)).cloned().collect();
+        segments.extend(added.iter().map(|(s, _)| s.clone()));
+        sort_segments(&mut segments);
+        let tombs: Vec<Arc<Tombstone>> = cur
+            .tombstones
+            .iter()
+            .filter(|t| {
+                t.seq > flushed_seq
+                    || segments.iter().any(|s| {
+                        t.applies_to(s.index.applied_seq)
+                            && s.machine(&t.machine).is_some_and(|mi| t.range.overlaps(mi.ts_min, mi.ts_max))
+                    })
+            })
+            .cloned()
+            .collect();
+        let mut next = m.clone();
+        next.generation += 1;
+        next.flushed_seq = flushed_seq;
+        next.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
+        next.max_ts = next.max_ts.max(self.max_ts.load(Ordering::Acquire));
+        next.segments.retain(|s| !removed.contains(&s.id));
+        next.segments.extend(added.iter().map(|(_, meta)| *meta));
+        next.tombstones = tombs.iter().filter(|t| t.seq <= flushed_seq).map(|t| (**t).clone()).collect();
+        if let Err(e) = self.publish_manifest(&next) {
+            for (s, _) in &added {
                 let _ = self.fs.remove(&s.path);
             }
             return Err(e);
         }
-        if !new_segments.is_empty() {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-        }
-        // Publish: the manifest first, then the in-memory version, then drop the log files.
-        let mut m = self.manifest.lock();
-        let mut next = m.clone();
-        next.generation += 1;
-        next.flushed_seq = next.flushed_seq.max(max_seq);
-        next.next_segment_id = self.next_segment_id.load(Ordering::SeqCst);
-        next.segments.extend(metas);
-        self.publish_manifest(&next)?;
         *m = next;
         {
             let mut v = self.version.lock();
-            let frozen: Vec<Arc<Memtable>> = v
-                .frozen
-                .iter()
-                .filter(|f| !Arc::ptr_eq(f, mt))
-                .cloned()
-                .collect();
-            let mut segments = v.segments.clone();
-            segments.extend(new_segments);
-            sort_segments(&mut segments);
-            *v = Arc::new(Version {
-                active: v.active.clone(),
-                frozen,
-                segments,
-            });
+            let frozen: Vec<Arc<Memtable>> = match flushed_mt {
+                Some(mt) => v.frozen.iter().filter(|f| !Arc::ptr_eq(f, mt)).cloned().collect(),
+                None => v.frozen.clone(),
+            };
+            // Tombstones added since `cur` was taken stay.
+            let mut all = tombs;
+            all.extend(
+                v.tombstones.iter().filter(|t| !cur.tombstones.iter().any(|c| Arc::ptr_eq(c, t))).cloned(),
+            );
+            *v = Arc::new(Version { frozen, segments, tombstones: Arc::new(all), ..Version::clone(&v) });
         }
-        let flushed = m.flushed_seq;
         drop(m);
-        self.wal.remove_flushed(flushed)?;
+        // Replaced files go once the manifest no longer names them. Queries still holding them
+        // keep their mappings; a file left behind by a failure here is removed at next open.
+        for id in removed {
+            let _ = self.fs.remove(&self.dir.join(segment::file_name(*id)));
+        }
+        if flushed_seq > m_before {
+            self.wal.remove_flushed(flushed_seq)?;
+        }
         Ok(())
     }
 
-    /// Writes a new file durably under its final name: `name.tmp`, sync, rename. The caller
-    /// syncs the directory.
-    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = crate::io::tmp_path(path);
-        let result = (|| {
-            let mut f = self
-                .fs
-                .create(&tmp)
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            f.write_all(bytes)
-                .map_err(|e| Error::io("write", &tmp, e))?;
-            f.sync_data().map_err(|e| Error::io("sync", &tmp, e))?;
-            drop(f);
-            self.fs
-                .rename(&tmp, path)
-                .map_err(|e| Error::io("rename", &tmp, e))
-        })();
-        if result.is_err() {
-            let _ = self.fs.remove(&tmp);
+    /// The partition to compact next, per the policy (see [`Options::compaction_trigger`]);
+    /// with `force`, any partition with two or more segments or with deletes to apply.
+    /// Partitions entirely past retention come first: they are simply dropped.
+    fn compaction_candidate(&self, v: &Version, force: bool) -> Option<CompactionJob> {
+        let floor = self.ts_floor();
+        let width = self.opts.partition_width;
+        let flushed_seq = self.manifest.lock().flushed_seq;
+        let mut parts: BTreeMap<i64, Vec<&Arc<Segment>>> = BTreeMap::new();
+        for s in &v.segments {
+            parts.entry(s.index.partition_start).or_default().push(s);
         }
-        result
+        let newest = parts.keys().next_back().copied();
+        for (&p, segs) in &parts {
+            if p.saturating_add(width) <= floor {
+                return Some(CompactionJob { partition: p, drop_only: true });
+            }
+            let deletes = v.tombstones.iter().any(|t| {
+                t.seq <= flushed_seq
+                    && segs.iter().any(|s| {
+                        t.applies_to(s.index.applied_seq)
+                            && s.machine(&t.machine).is_some_and(|mi| t.range.overlaps(mi.ts_min, mi.ts_max))
+                    })
+            });
+            let many = segs.len() >= self.opts.compaction_trigger;
+            let cold = segs.len() >= 2 && Some(p) != newest;
+            if deletes || many || cold || (force && segs.len() >= 2) {
+                return Some(CompactionJob { partition: p, drop_only: false });
+            }
+        }
+        None
+    }
+
+    /// Merges every segment of a partition into one (newest value wins, deletes applied,
+    /// re-encoded with the compaction block size), or drops the partition when retention has
+    /// passed it.
+    fn run_compaction(&self, job: CompactionJob) -> Result<()> {
+        let v = self.version.lock().clone();
+        let inputs: Vec<Arc<Segment>> =
+            v.segments.iter().filter(|s| s.index.partition_start == job.partition).cloned().collect();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let removed: Vec<u64> = inputs.iter().map(|s| s.id).collect();
+        if job.drop_only {
+            return self.publish(Vec::new(), &removed, None, 0);
+        }
+        let mut names: Vec<Arc<str>> =
+            inputs.iter().flat_map(|s| s.index.machines.iter().map(|m| m.name.clone())).collect();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.dedup();
+        let floor = self.ts_floor();
+        let tombs = v.tombstones.clone();
+        let range = TimeRange { start: floor, end: i64::MAX };
+        let machines = names.into_iter().map(|name| {
+            let mut schema: Vec<(Arc<str>, FieldType)> = Vec::new();
+            for s in &inputs {
+                if let Some(mi) = s.machine(&name) {
+                    for f in &mi.fields {
+                        match schema.iter().find(|g| g.0 == f.0) {
+                            Some(g) if g.1 != f.1 => {
+                                return Err(Error::corrupt(
+                                    &s.path,
+                                    0,
+                                    format!("field {}/{} changes type", name, f.0),
+                                ));
+                            }
+                            Some(_) => {}
+                            None => schema.push(f.clone()),
+                        }
+                    }
+                }
+            }
+            let fields: Vec<&str> = schema.iter().map(|f| &*f.0).collect();
+            let mut rows = crate::rows::RowSet::empty(fields.len());
+            for s in &inputs {
+                if let Some(mi) = s.machine(&name) {
+                    rows = rows.merge_newer(s.read(mi, range, &fields, &tombs)?);
+                }
+            }
+            rows.drop_empty_rows();
+            Ok(segment::writer::MachineData::new(name.clone(), &schema, rows))
+        });
+        let min_seq = inputs.iter().map(|s| s.index.min_seq).min().unwrap_or(0);
+        let max_seq = inputs.iter().map(|s| s.index.max_seq).max().unwrap_or(0);
+        // Every delete known now is applied by the reads above.
+        let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
+        let made = self.write_segment(
+            job.partition,
+            (min_seq, max_seq, applied_seq),
+            self.opts.compaction_block_rows,
+            machines,
+        )?;
+        let written = made.as_ref().map_or(0, |(_, m)| m.bytes);
+        self.stats_bytes_compacted.fetch_add(written, Ordering::Relaxed);
+        self.stats_compactions.fetch_add(1, Ordering::Relaxed);
+        self.publish(made.into_iter().collect(), &removed, None, 0)
     }
 
     /// Replaces the manifest atomically. A failure before the rename leaves the old one in
@@ -780,27 +1115,17 @@ impl Inner {
         let path = self.dir.join(manifest::FILE);
         let tmp = crate::io::tmp_path(&path);
         let pre = (|| {
-            let mut f = self
-                .fs
-                .create(&tmp)
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            f.write_all(&m.encode())
-                .map_err(|e| Error::io("write", &tmp, e))?;
+            let mut f = self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+            f.write_all(&m.encode()).map_err(|e| Error::io("write", &tmp, e))?;
             f.sync_data().map_err(|e| Error::io("sync", &tmp, e))
         })();
         if let Err(e) = pre {
             let _ = self.fs.remove(&tmp);
             return Err(e);
         }
-        let post = self
-            .fs
-            .rename(&tmp, &path)
-            .map_err(|e| Error::io("rename", &tmp, e))
-            .and_then(|()| {
-                self.fs
-                    .sync_dir(&self.dir)
-                    .map_err(|e| Error::io("sync directory", &self.dir, e))
-            });
+        let post = self.fs.rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e)).and_then(|()| {
+            self.fs.sync_dir(&self.dir).map_err(|e| Error::io("sync directory", &self.dir, e))
+        });
         if let Err(e) = post {
             *self.poisoned.lock() = Some(format!("manifest publication failed: {e}"));
             return Err(e);

@@ -83,19 +83,11 @@ impl Error {
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Io { op, path: path.into(), source }
     }
 
     pub(crate) fn corrupt(file: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Error {
-        Error::Corrupt {
-            file: file.into(),
-            offset,
-            what: what.into(),
-        }
+        Error::Corrupt { file: file.into(), offset, what: what.into() }
     }
 
     pub(crate) fn invalid(what: impl Into<String>) -> Error {
@@ -112,43 +104,22 @@ impl fmt::Display for Error {
         match self {
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::Corrupt { file, offset, what } => {
-                write!(
-                    f,
-                    "corrupt file {} at offset {offset}: {what}",
-                    file.display()
-                )
+                write!(f, "corrupt file {} at offset {offset}: {what}", file.display())
             }
-            Error::FormatVersion {
-                file,
-                found,
-                supported,
-            } => write!(
+            Error::FormatVersion { file, found, supported } => write!(
                 f,
                 "{} has format version {found}; this build reads versions up to {supported}",
                 file.display()
             ),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
-            Error::TypeMismatch {
-                machine,
-                field,
-                expected,
-                found,
-            } => write!(
-                f,
-                "type mismatch: {machine}/{field} holds {expected} values, this write has {found}"
-            ),
+            Error::TypeMismatch { machine, field, expected, found } => {
+                write!(f, "type mismatch: {machine}/{field} holds {expected} values, this write has {found}")
+            }
             Error::Locked { dir } => {
-                write!(
-                    f,
-                    "database {} is in use by another Db (locked)",
-                    dir.display()
-                )
+                write!(f, "database {} is in use by another Db (locked)", dir.display())
             }
             Error::Poisoned { cause } => {
-                write!(
-                    f,
-                    "database poisoned by an earlier failure ({cause}); reopen it"
-                )
+                write!(f, "database poisoned by an earlier failure ({cause}); reopen it")
             }
             Error::Closed => write!(f, "database is closed"),
         }

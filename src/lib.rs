@@ -45,6 +45,7 @@ mod query;
 mod rows;
 mod segment;
 mod stats;
+mod tombstone;
 mod wal;
 
 pub use catalog::FIELDS_PER_MACHINE_MAX;
@@ -56,9 +57,8 @@ pub use model::{
 };
 pub use options::{DAY_MICROS, Options, SyncPolicy};
 pub use query::{
-    Agg, AggColumn, Batch, BucketSeries, Column, DOWNSAMPLE_BUCKETS_MAX, Downsample, Downsampled,
-    FieldInfo, Latest, LatestValue, MachineInfo, Machines, QueryCounters, SCAN_BATCH_ROWS, Scan,
-    ScanIter, Values,
+    Agg, AggColumn, Batch, BucketSeries, Column, DOWNSAMPLE_BUCKETS_MAX, Downsample, Downsampled, FieldInfo,
+    Latest, LatestValue, MachineInfo, Machines, QueryCounters, SCAN_BATCH_ROWS, Scan, ScanIter, Values,
 };
 pub use wal::{RecoveryReport, SkippedRange, TornTail};
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::Timestamp;
+use crate::tombstone::Tombstone;
 
 /// File name of the manifest.
 pub(crate) const FILE: &str = "MANIFEST";
@@ -15,7 +16,7 @@ const MAGIC: &[u8; 8] = b"GEMBAMAN";
 /// Manifest format version this build writes and reads.
 pub(crate) const VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 4;
-const SEGMENT_ENTRY_LEN: usize = 8 * 8;
+const SEGMENT_ENTRY_LEN: usize = 9 * 8;
 /// Most segments one manifest may list (a sanity bound for hostile files).
 const SEGMENTS_MAX: usize = 1 << 24;
 
@@ -28,12 +29,13 @@ pub(crate) struct SegmentMeta {
     pub(crate) ts_max: Timestamp,
     pub(crate) min_seq: u64,
     pub(crate) max_seq: u64,
+    pub(crate) applied_seq: u64,
     pub(crate) bytes: u64,
     pub(crate) points: u64,
 }
 
 /// The manifest's contents.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Manifest {
     /// Incremented on every write.
     pub(crate) generation: u64,
@@ -41,7 +43,25 @@ pub(crate) struct Manifest {
     pub(crate) flushed_seq: u64,
     /// The next segment id to hand out.
     pub(crate) next_segment_id: u64,
+    /// The newest timestamp ever written (retention counts back from it); `i64::MIN` when none.
+    pub(crate) max_ts: i64,
     pub(crate) segments: Vec<SegmentMeta>,
+    /// Deletes whose log records may be gone (sequence number up to `flushed_seq`) and that
+    /// may still hide values in live segments.
+    pub(crate) tombstones: Vec<Tombstone>,
+}
+
+impl Default for Manifest {
+    fn default() -> Manifest {
+        Manifest {
+            generation: 0,
+            flushed_seq: 0,
+            next_segment_id: 0,
+            max_ts: i64::MIN,
+            segments: Vec::new(),
+            tombstones: Vec::new(),
+        }
+    }
 }
 
 impl Manifest {
@@ -53,6 +73,7 @@ impl Manifest {
         out.extend_from_slice(&self.generation.to_le_bytes());
         out.extend_from_slice(&self.flushed_seq.to_le_bytes());
         out.extend_from_slice(&self.next_segment_id.to_le_bytes());
+        out.extend_from_slice(&self.max_ts.to_le_bytes());
         out.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for s in &self.segments {
             for v in [
@@ -62,11 +83,16 @@ impl Manifest {
                 s.ts_max as u64,
                 s.min_seq,
                 s.max_seq,
+                s.applied_seq,
                 s.bytes,
                 s.points,
             ] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
+        }
+        out.extend_from_slice(&(self.tombstones.len() as u32).to_le_bytes());
+        for t in &self.tombstones {
+            t.encode(&mut out);
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -76,7 +102,7 @@ impl Manifest {
     /// Parses a manifest; any damage is `Error::Corrupt` with the offset, never a panic.
     pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest> {
         let corrupt = |off: usize, what: &str| Error::corrupt(path, off as u64, what);
-        if bytes.len() < HEADER_LEN + 28 + 4 {
+        if bytes.len() < HEADER_LEN + 36 + 8 {
             return Err(corrupt(0, "manifest shorter than its header"));
         }
         if &bytes[0..8] != MAGIC {
@@ -99,13 +125,12 @@ impl Manifest {
         let generation = u64_at(16);
         let flushed_seq = u64_at(24);
         let next_segment_id = u64_at(32);
-        let n = u32::from_le_bytes(body[40..44].try_into().unwrap()) as usize;
-        let start = 44;
-        if n > SEGMENTS_MAX || body.len() != start + n * SEGMENT_ENTRY_LEN {
-            return Err(corrupt(
-                40,
-                "segment count disagrees with the manifest's size",
-            ));
+        let max_ts = u64_at(40) as i64;
+        let n = u32::from_le_bytes(body[48..52].try_into().unwrap()) as usize;
+        let start = 52;
+        let seg_end = start + n.min(SEGMENTS_MAX) * SEGMENT_ENTRY_LEN;
+        if n > SEGMENTS_MAX || body.len() < seg_end + 4 {
+            return Err(corrupt(48, "segment count disagrees with the manifest's size"));
         }
         let mut segments = Vec::with_capacity(n);
         for i in 0..n {
@@ -117,12 +142,14 @@ impl Manifest {
                 ts_max: u64_at(off + 24) as i64,
                 min_seq: u64_at(off + 32),
                 max_seq: u64_at(off + 40),
-                bytes: u64_at(off + 48),
-                points: u64_at(off + 56),
+                applied_seq: u64_at(off + 48),
+                bytes: u64_at(off + 56),
+                points: u64_at(off + 64),
             };
             if s.id >= next_segment_id
                 || s.ts_min > s.ts_max
                 || s.min_seq > s.max_seq
+                || s.applied_seq < s.max_seq
                 || s.max_seq > flushed_seq
             {
                 return Err(corrupt(off, "impossible segment entry"));
@@ -132,24 +159,35 @@ impl Manifest {
             }
             segments.push(s);
         }
-        Ok(Manifest {
-            generation,
-            flushed_seq,
-            next_segment_id,
-            segments,
-        })
+        let nt = u32::from_le_bytes(body[seg_end..seg_end + 4].try_into().unwrap()) as usize;
+        let mut pos = seg_end + 4;
+        let mut tombstones = Vec::with_capacity(nt.min((body.len() - pos) / 27));
+        for _ in 0..nt {
+            let (t, used) = Tombstone::decode(&body[pos..]).map_err(|w| corrupt(pos, &w))?;
+            if t.seq > flushed_seq {
+                return Err(corrupt(pos, "tombstone newer than the flushed data"));
+            }
+            tombstones.push(t);
+            pos += used;
+        }
+        if pos != body.len() {
+            return Err(corrupt(pos, "unexpected bytes after the tombstones"));
+        }
+        Ok(Manifest { generation, flushed_seq, next_segment_id, max_ts, segments, tombstones })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TimeRange;
 
     fn sample() -> Manifest {
         Manifest {
             generation: 7,
             flushed_seq: 99,
             next_segment_id: 5,
+            max_ts: 77,
             segments: (1..4)
                 .map(|i| SegmentMeta {
                     id: i,
@@ -158,10 +196,17 @@ mod tests {
                     ts_max: 10 * i as i64 + 5,
                     min_seq: i,
                     max_seq: 10 + i,
+                    applied_seq: 10 + i,
                     bytes: 1000,
                     points: 100,
                 })
                 .collect(),
+            tombstones: vec![Tombstone {
+                seq: 50,
+                machine: "m".into(),
+                fields: Some(vec!["f".into()]),
+                range: TimeRange { start: 1, end: 9 },
+            }],
         }
     }
 
@@ -170,10 +215,7 @@ mod tests {
         let m = sample();
         assert_eq!(Manifest::decode(Path::new("M"), &m.encode()).unwrap(), m);
         let empty = Manifest::default();
-        assert_eq!(
-            Manifest::decode(Path::new("M"), &empty.encode()).unwrap(),
-            empty
-        );
+        assert_eq!(Manifest::decode(Path::new("M"), &empty.encode()).unwrap(), empty);
     }
 
     #[test]
@@ -185,10 +227,7 @@ mod tests {
             assert!(Manifest::decode(Path::new("M"), &b).is_err(), "bit {bit}");
         }
         for cut in 0..bytes.len() {
-            assert!(
-                Manifest::decode(Path::new("M"), &bytes[..cut]).is_err(),
-                "cut {cut}"
-            );
+            assert!(Manifest::decode(Path::new("M"), &bytes[..cut]).is_err(), "cut {cut}");
         }
     }
 }

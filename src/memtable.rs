@@ -20,6 +20,27 @@ use crate::catalog::{BatchMap, FieldIdx, MachineIdx};
 use crate::model::{Bitmap, TimeRange, Timestamp, WriteBatch};
 use crate::rows::{ColData, RowSet};
 
+/// The deletes that cover one field of one machine: (range, the delete's sequence number).
+pub(crate) type Dels = Vec<(TimeRange, u64)>;
+
+/// For each field, the deletes of `tombs` that cover it on machine `machine`.
+pub(crate) fn dels_for(
+    tombs: &[std::sync::Arc<crate::tombstone::Tombstone>],
+    machine: &str,
+    fields: &[&str],
+) -> Vec<Dels> {
+    fields
+        .iter()
+        .map(|f| {
+            tombs
+                .iter()
+                .filter(|t| &*t.machine == machine && t.covers_field(f))
+                .map(|t| (t.range, t.seq))
+                .collect()
+        })
+        .collect()
+}
+
 #[derive(Debug, Default)]
 struct ColBuf {
     vals: Vec<u64>,
@@ -48,12 +69,7 @@ pub(crate) struct MachineBuf {
 
 impl MachineBuf {
     fn new() -> MachineBuf {
-        MachineBuf {
-            ordered: true,
-            ts_min: i64::MAX,
-            ts_max: i64::MIN,
-            ..MachineBuf::default()
-        }
+        MachineBuf { ordered: true, ts_min: i64::MAX, ts_max: i64::MIN, ..MachineBuf::default() }
     }
 
     /// Rows visible to a snapshot at `seq`.
@@ -82,7 +98,13 @@ impl MachineBuf {
     }
 
     /// The rows of `range` visible at `seq`, sorted and resolved, with the requested fields.
-    fn read(&mut self, range: TimeRange, seq: u64, fields: &[FieldIdx]) -> RowSet {
+    /// Whether row `r` (at `ts`) is hidden by one of `dels` (range, delete seq): the delete
+    /// came after the row's batch.
+    fn deleted(&self, r: usize, ts: Timestamp, dels: &[(TimeRange, u64)]) -> bool {
+        dels.iter().any(|&(range, dseq)| range.contains(ts) && r < self.visible_rows(dseq - 1))
+    }
+
+    fn read(&mut self, range: TimeRange, seq: u64, fields: &[FieldIdx], dels: &[Dels]) -> RowSet {
         let n = self.visible_rows(seq);
         let mut out = if self.ordered {
             let ts = &self.ts[..n];
@@ -103,10 +125,20 @@ impl MachineBuf {
                     Some(ColData { vals, valid })
                 })
                 .collect();
-            RowSet {
-                ts: ts[lo..hi].to_vec(),
-                cols,
+            let mut out = RowSet { ts: ts[lo..hi].to_vec(), cols };
+            for (c, d) in out.cols.iter_mut().zip(dels) {
+                let Some(c) = c else { continue };
+                for &(r, dseq) in d {
+                    // Rows before the delete are a prefix; of those, the ones in its range.
+                    let p = self.visible_rows(dseq - 1).clamp(lo, hi);
+                    let a = lo + self.ts[lo..p].partition_point(|&t| t < r.start);
+                    let b = lo + self.ts[lo..p].partition_point(|&t| t < r.end);
+                    for i in a..b {
+                        c.valid.set(i - lo, false);
+                    }
+                }
             }
+            out
         } else {
             let order = self.sorted_order(n);
             let mut ts_out = Vec::new();
@@ -123,21 +155,21 @@ impl MachineBuf {
                     b += 1;
                 }
                 ts_out.push(t);
-                for (c, &f) in cols.iter_mut().zip(fields) {
-                    // The last write in arrival order with a value wins.
+                for ((c, &f), d) in cols.iter_mut().zip(fields).zip(dels) {
+                    // The last write in arrival order with a value wins (if a delete hides it,
+                    // it hides every earlier write at this timestamp too).
                     let v = order[a..b]
                         .iter()
                         .rev()
-                        .find_map(|&r| self.value(f, r as usize));
+                        .find_map(|&r| self.value(f, r as usize).map(|v| (r as usize, v)))
+                        .filter(|&(r, _)| !self.deleted(r, t, d))
+                        .map(|(_, v)| v);
                     c.vals.push(v.unwrap_or(0));
                     c.valid.push(v.is_some());
                 }
                 a = b;
             }
-            RowSet {
-                ts: ts_out,
-                cols: cols.into_iter().map(Some).collect(),
-            }
+            RowSet { ts: ts_out, cols: cols.into_iter().map(Some).collect() }
         };
         out.drop_empty_rows();
         out
@@ -219,9 +251,7 @@ impl Memtable {
             bytes += buf.lock().append(g, fields, seq);
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let _ = self
-            .min_seq
-            .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.min_seq.compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
         self.max_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
@@ -263,6 +293,7 @@ impl Memtable {
         m: MachineIdx,
         seq: u64,
         fields: &[FieldIdx],
+        dels: &[Dels],
     ) -> Vec<Option<(Timestamp, u64)>> {
         let Some(buf) = self.machines.read().get(&m).cloned() else {
             return vec![None; fields.len()];
@@ -271,19 +302,18 @@ impl Memtable {
         let n = b.visible_rows(seq);
         fields
             .iter()
-            .map(|&f| {
+            .zip(dels)
+            .map(|(&f, d)| {
                 let c = b.cols.get(f as usize)?;
                 let len = c.len().min(n);
+                let live = |r: usize| c.valid.get(r) && !b.deleted(r, b.ts[r], d);
                 if b.ordered {
                     // Timestamps ascend: the last row with a value is the latest.
-                    (0..len)
-                        .rev()
-                        .find(|&r| c.valid.get(r))
-                        .map(|r| (b.ts[r], c.vals[r]))
+                    (0..len).rev().find(|&r| live(r)).map(|r| (b.ts[r], c.vals[r]))
                 } else {
                     let mut best: Option<(Timestamp, u64)> = None;
                     for r in 0..len {
-                        if c.valid.get(r) && best.is_none_or(|(t, _)| b.ts[r] >= t) {
+                        if live(r) && best.is_none_or(|(t, _)| b.ts[r] >= t) {
                             best = Some((b.ts[r], c.vals[r]));
                         }
                     }
@@ -294,12 +324,14 @@ impl Memtable {
     }
 
     /// A machine's rows in `range` visible at snapshot `seq`, with the requested fields.
+    /// `dels[i]` lists the deletes (range, sequence number) covering field `fields[i]`.
     pub(crate) fn read(
         &self,
         m: MachineIdx,
         range: TimeRange,
         seq: u64,
         fields: &[FieldIdx],
+        dels: &[Dels],
     ) -> RowSet {
         let Some(buf) = self.machines.read().get(&m).cloned() else {
             return RowSet::empty(fields.len());
@@ -308,7 +340,7 @@ impl Memtable {
         if b.ts.is_empty() || !range.overlaps(b.ts_min, b.ts_max) {
             return RowSet::empty(fields.len());
         }
-        b.read(range, seq, fields)
+        b.read(range, seq, fields, dels)
     }
 }
 
@@ -335,35 +367,17 @@ mod tests {
     }
 
     fn dump(r: &RowSet) -> Vec<(i64, Option<u64>, Option<u64>)> {
-        let get = |c: &Option<ColData>, i: usize| {
-            c.as_ref().and_then(|c| c.valid.get(i).then(|| c.vals[i]))
-        };
-        (0..r.len())
-            .map(|i| (r.ts[i], get(&r.cols[0], i), get(&r.cols[1], i)))
-            .collect()
+        let get = |c: &Option<ColData>, i: usize| c.as_ref().and_then(|c| c.valid.get(i).then(|| c.vals[i]));
+        (0..r.len()).map(|i| (r.ts[i], get(&r.cols[0], i), get(&r.cols[1], i))).collect()
     }
 
     #[test]
     fn out_of_order_and_duplicates_resolve_to_the_later_write() {
         let mt = Memtable::new();
         let mut cat = Catalog::default();
-        write(
-            &mt,
-            &mut cat,
-            1,
-            &[(5, Some(5.0), None), (1, Some(1.0), Some(10))],
-        );
-        write(
-            &mt,
-            &mut cat,
-            2,
-            &[
-                (5, None, Some(50)),
-                (1, Some(1.5), None),
-                (3, Some(3.0), None),
-            ],
-        );
-        let r = mt.read(0, TimeRange::ALL, 2, &[0, 1]);
+        write(&mt, &mut cat, 1, &[(5, Some(5.0), None), (1, Some(1.0), Some(10))]);
+        write(&mt, &mut cat, 2, &[(5, None, Some(50)), (1, Some(1.5), None), (3, Some(3.0), None)]);
+        let r = mt.read(0, TimeRange::ALL, 2, &[0, 1], &[vec![], vec![]]);
         assert_eq!(
             dump(&r),
             vec![
@@ -373,15 +387,9 @@ mod tests {
             ]
         );
         // A snapshot taken before the second batch sees only the first.
-        let r = mt.read(0, TimeRange::ALL, 1, &[0, 1]);
-        assert_eq!(
-            dump(&r),
-            vec![
-                (1, Some(1.0f64.to_bits()), Some(10)),
-                (5, Some(5.0f64.to_bits()), None)
-            ]
-        );
-        let r = mt.read(0, TimeRange::from(2..5), 2, &[0, 1]);
+        let r = mt.read(0, TimeRange::ALL, 1, &[0, 1], &[vec![], vec![]]);
+        assert_eq!(dump(&r), vec![(1, Some(1.0f64.to_bits()), Some(10)), (5, Some(5.0f64.to_bits()), None)]);
+        let r = mt.read(0, TimeRange::from(2..5), 2, &[0, 1], &[vec![], vec![]]);
         assert_eq!(dump(&r), vec![(3, Some(3.0f64.to_bits()), None)]);
     }
 
@@ -389,25 +397,12 @@ mod tests {
     fn ordered_reads_slice_and_pad_short_columns() {
         let mt = Memtable::new();
         let mut cat = Catalog::default();
-        write(
-            &mt,
-            &mut cat,
-            1,
-            &[(1, Some(1.0), None), (2, Some(2.0), None)],
-        );
-        write(
-            &mt,
-            &mut cat,
-            2,
-            &[(3, None, Some(30)), (4, Some(4.0), None)],
-        );
-        let r = mt.read(0, TimeRange::from(2..4), 2, &[0, 1]);
-        assert_eq!(
-            dump(&r),
-            vec![(2, Some(2.0f64.to_bits()), None), (3, None, Some(30))]
-        );
+        write(&mt, &mut cat, 1, &[(1, Some(1.0), None), (2, Some(2.0), None)]);
+        write(&mt, &mut cat, 2, &[(3, None, Some(30)), (4, Some(4.0), None)]);
+        let r = mt.read(0, TimeRange::from(2..4), 2, &[0, 1], &[vec![], vec![]]);
+        assert_eq!(dump(&r), vec![(2, Some(2.0f64.to_bits()), None), (3, None, Some(30))]);
         // Only field c: rows without c disappear.
-        let r = mt.read(0, TimeRange::ALL, 2, &[1, 1]);
+        let r = mt.read(0, TimeRange::ALL, 2, &[1, 1], &[vec![], vec![]]);
         assert_eq!(r.ts, vec![3]);
     }
 }

@@ -164,10 +164,7 @@ pub struct TimeRange {
 
 impl TimeRange {
     /// Every timestamp that can be written.
-    pub const ALL: TimeRange = TimeRange {
-        start: i64::MIN,
-        end: i64::MAX,
-    };
+    pub const ALL: TimeRange = TimeRange { start: i64::MIN, end: i64::MAX };
 
     /// A range from Rust range bounds. An inclusive end of `i64::MAX` is clamped to `i64::MAX`.
     pub fn from_bounds(r: impl RangeBounds<i64>) -> TimeRange {
@@ -240,18 +237,14 @@ fn validate_name(kind: &str, name: &str) -> Result<()> {
         )));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(Error::invalid(format!(
-            "{kind} {name:?} contains the control character {c:?}"
-        )));
+        return Err(Error::invalid(format!("{kind} {name:?} contains the control character {c:?}")));
     }
     Ok(())
 }
 
 fn validate_ts(ts: Timestamp) -> Result<()> {
     if ts == i64::MAX {
-        return Err(Error::invalid(
-            "timestamp i64::MAX is reserved (ranges are half-open)",
-        ));
+        return Err(Error::invalid("timestamp i64::MAX is reserved (ranges are half-open)"));
     }
     Ok(())
 }
@@ -282,24 +275,15 @@ enum ColValues<'a> {
 impl<'a> Col<'a> {
     /// A float column.
     pub fn f64(values: &'a [f64]) -> Col<'a> {
-        Col {
-            values: ColValues::F64(values),
-            valid: None,
-        }
+        Col { values: ColValues::F64(values), valid: None }
     }
     /// An integer column.
     pub fn i64(values: &'a [i64]) -> Col<'a> {
-        Col {
-            values: ColValues::I64(values),
-            valid: None,
-        }
+        Col { values: ColValues::I64(values), valid: None }
     }
     /// A boolean column.
     pub fn bool(values: &'a [bool]) -> Col<'a> {
-        Col {
-            values: ColValues::Bool(values),
-            valid: None,
-        }
+        Col { values: ColValues::Bool(values), valid: None }
     }
     /// Marks values as missing where `valid` is `false`.
     pub fn with_validity(mut self, valid: &'a [bool]) -> Col<'a> {
@@ -338,10 +322,7 @@ impl Bitmap {
 
     pub(crate) fn with_len(len: usize, value: bool) -> Bitmap {
         let fill = if value { u64::MAX } else { 0 };
-        let mut b = Bitmap {
-            words: vec![fill; len.div_ceil(64)],
-            len,
-        };
+        let mut b = Bitmap { words: vec![fill; len.div_ceil(64)], len };
         b.clear_tail();
         b
     }
@@ -517,12 +498,7 @@ pub(crate) struct BatchField {
 
 impl BatchGroup {
     pub(crate) fn new(machine: String) -> BatchGroup {
-        BatchGroup {
-            machine,
-            ts: Vec::new(),
-            fields: Vec::new(),
-            field_index: HashMap::new(),
-        }
+        BatchGroup { machine, ts: Vec::new(), fields: Vec::new(), field_index: HashMap::new() }
     }
 
     pub(crate) fn rows(&self) -> usize {
@@ -551,8 +527,7 @@ impl BatchGroup {
             values: vec![0; rows],
             valid: Bitmap::with_len(rows, false),
         });
-        self.field_index
-            .insert(name.to_string(), self.fields.len() - 1);
+        self.field_index.insert(name.to_string(), self.fields.len() - 1);
         Ok(self.fields.len() - 1)
     }
 
@@ -616,8 +591,7 @@ impl WriteBatch {
             None => {
                 validate_machine_id(machine)?;
                 self.groups.push(BatchGroup::new(machine.to_string()));
-                self.group_index
-                    .insert(machine.to_string(), self.groups.len() - 1);
+                self.group_index.insert(machine.to_string(), self.groups.len() - 1);
                 self.groups.len() - 1
             }
         };
@@ -645,9 +619,7 @@ impl WriteBatch {
             let n = n.as_ref();
             validate_field_name(n)?;
             if fields[..i].iter().any(|(m, _)| m.as_ref() == n) {
-                return Err(Error::invalid(format!(
-                    "field {n:?} given twice in one row"
-                )));
+                return Err(Error::invalid(format!("field {n:?} given twice in one row")));
             }
         }
         let g = self.group(machine)?;
@@ -775,8 +747,7 @@ impl WriteBatch {
 
     /// Internal: adds a decoded group (from the write-ahead log).
     pub(crate) fn push_group(&mut self, g: BatchGroup) {
-        self.group_index
-            .insert(g.machine.clone(), self.groups.len());
+        self.group_index.insert(g.machine.clone(), self.groups.len());
         self.groups.push(g);
     }
 }
@@ -802,27 +773,12 @@ mod tests {
         assert!(validate_machine_id("press-07").is_ok());
         assert!(validate_machine_id("line3/robot-2").is_ok());
         assert!(validate_machine_id("Presse-Überlauf").is_ok());
-        assert!(matches!(
-            validate_machine_id(""),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            validate_machine_id(&"a".repeat(256)),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(validate_machine_id(""), Err(Error::InvalidArgument(_))));
+        assert!(matches!(validate_machine_id(&"a".repeat(256)), Err(Error::InvalidArgument(_))));
         assert!(validate_machine_id(&"a".repeat(255)).is_ok());
-        assert!(matches!(
-            validate_machine_id("a\nb"),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            validate_machine_id("a\u{7f}"),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            validate_machine_id("\0"),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(validate_machine_id("a\nb"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(validate_machine_id("a\u{7f}"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(validate_machine_id("\0"), Err(Error::InvalidArgument(_))));
     }
 
     #[test]
@@ -830,22 +786,15 @@ mod tests {
         let mut b = WriteBatch::new();
         b.row("m", 1, [("a", 1.0)]).unwrap();
         b.row("m", 2, [("b", 2i64)]).unwrap();
-        b.row("m", 3, [("a", Value::F64(3.0)), ("b", Value::I64(4))])
-            .unwrap();
+        b.row("m", 3, [("a", Value::F64(3.0)), ("b", Value::I64(4))]).unwrap();
         let g = &b.groups[0];
         assert_eq!(g.ts, vec![1, 2, 3]);
         let a = &g.fields[0];
-        assert_eq!(
-            (a.valid.get(0), a.valid.get(1), a.valid.get(2)),
-            (true, false, true)
-        );
+        assert_eq!((a.valid.get(0), a.valid.get(1), a.valid.get(2)), (true, false, true));
         assert_eq!(f64::from_bits(a.values[2]), 3.0);
         let bf = &g.fields[1];
         assert_eq!(bf.values.len(), 3);
-        assert_eq!(
-            (bf.valid.get(0), bf.valid.get(1), bf.valid.get(2)),
-            (false, true, true)
-        );
+        assert_eq!((bf.valid.get(0), bf.valid.get(1), bf.valid.get(2)), (false, true, true));
         assert_eq!(b.points(), 4);
     }
 
@@ -856,9 +805,7 @@ mod tests {
         let e = b.row("m", 2, [("a", 1i64)]).unwrap_err();
         assert!(matches!(e, Error::TypeMismatch { .. }));
         assert_eq!(b.rows(), 1);
-        let e = b
-            .columns("m", &[5], [("a", Col::bool(&[true]))])
-            .unwrap_err();
+        let e = b.columns("m", &[5], [("a", Col::bool(&[true]))]).unwrap_err();
         assert!(matches!(e, Error::TypeMismatch { .. }));
         assert_eq!(b.rows(), 1);
     }
@@ -866,32 +813,13 @@ mod tests {
     #[test]
     fn bad_rows_are_rejected() {
         let mut b = WriteBatch::new();
+        assert!(matches!(b.row("", 1, [("a", 1.0)]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(b.row("m", 1, [("", 1.0)]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(b.row("m", 1, [("a", 1.0), ("a", 2.0)]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(b.row("m", i64::MAX, [("a", 1.0)]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(b.columns("m", &[1, 2], [("a", Col::f64(&[1.0]))]), Err(Error::InvalidArgument(_))));
         assert!(matches!(
-            b.row("", 1, [("a", 1.0)]),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.row("m", 1, [("", 1.0)]),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.row("m", 1, [("a", 1.0), ("a", 2.0)]),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.row("m", i64::MAX, [("a", 1.0)]),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.columns("m", &[1, 2], [("a", Col::f64(&[1.0]))]),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            b.columns(
-                "m",
-                &[1, 2],
-                [("a", Col::f64(&[1.0, 2.0]).with_validity(&[true]))]
-            ),
+            b.columns("m", &[1, 2], [("a", Col::f64(&[1.0, 2.0]).with_validity(&[true]))]),
             Err(Error::InvalidArgument(_))
         ));
         assert!(b.is_empty());
@@ -904,10 +832,7 @@ mod tests {
         b.columns(
             "m",
             &[2, 3],
-            [
-                ("b", Col::i64(&[7, 8]).with_validity(&[false, true])),
-                ("a", Col::f64(&[2.0, 3.0])),
-            ],
+            [("b", Col::i64(&[7, 8]).with_validity(&[false, true])), ("a", Col::f64(&[2.0, 3.0]))],
         )
         .unwrap();
         b.row("m", 4, [("c", true)]).unwrap();
@@ -965,13 +890,7 @@ mod tests {
     #[test]
     fn time_ranges() {
         let r = TimeRange::from_bounds(5..=i64::MAX);
-        assert_eq!(
-            r,
-            TimeRange {
-                start: 5,
-                end: i64::MAX
-            }
-        );
+        assert_eq!(r, TimeRange { start: 5, end: i64::MAX });
         assert!(TimeRange::from(3..3).is_empty());
         assert!(TimeRange { start: 4, end: 3 }.validate().is_err());
         assert!(TimeRange::ALL.contains(i64::MIN));

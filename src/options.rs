@@ -54,8 +54,22 @@ pub struct Options {
     /// Width of a time partition in timestamp units (default: one day in microseconds).
     /// Each segment file holds one partition.
     pub partition_width: i64,
-    /// Most rows in one encoded block of a segment file.
+    /// Most rows in one encoded block of a segment file written by a flush.
     pub block_rows: usize,
+    /// Most rows in one encoded block of a segment file written by compaction (larger blocks
+    /// compress better; flushed data keeps smaller ones).
+    pub compaction_block_rows: usize,
+    /// A partition is compacted (its segments merged into one) once it holds this many
+    /// segments. Partitions older than the newest one are compacted as soon as they hold two,
+    /// and any partition whose data deletes have hidden is rewritten without it.
+    pub compaction_trigger: usize,
+    /// Keep data for this long (timestamp units), counted back from the newest timestamp
+    /// written to the database (not the wall clock: a backlog written today of a machine's
+    /// last year is kept as long as nothing newer was written). Older data disappears from
+    /// queries at once; whole partitions past it are deleted in the background. Beware: one
+    /// write with a timestamp far in the future moves the cut-off with it. `None`: keep
+    /// everything (default).
+    pub retention: Option<i64>,
     /// On open, skip log records that fail their checksum in the middle of the log (and report
     /// them) instead of failing with [`crate::Error::Corrupt`]. Off by default: skipping loses
     /// the data in those records.
@@ -77,6 +91,9 @@ impl Default for Options {
             memtable_bytes_max: 64 << 20,
             partition_width: DAY_MICROS,
             block_rows: 4096,
+            compaction_block_rows: 16_384,
+            compaction_trigger: 4,
+            retention: None,
             skip_corrupt_wal_records: false,
             create_if_missing: true,
             fs: Arc::new(StdFs),
@@ -92,6 +109,9 @@ impl std::fmt::Debug for Options {
             .field("memtable_bytes_max", &self.memtable_bytes_max)
             .field("partition_width", &self.partition_width)
             .field("block_rows", &self.block_rows)
+            .field("compaction_block_rows", &self.compaction_block_rows)
+            .field("compaction_trigger", &self.compaction_trigger)
+            .field("retention", &self.retention)
             .field("skip_corrupt_wal_records", &self.skip_corrupt_wal_records)
             .field("create_if_missing", &self.create_if_missing)
             .finish_non_exhaustive()
@@ -104,11 +124,16 @@ impl Options {
         if self.partition_width <= 0 {
             return Err(Error::invalid("partition_width must be positive"));
         }
-        if self.block_rows == 0 || self.block_rows > crate::BLOCK_ROWS_MAX {
-            return Err(Error::invalid(format!(
-                "block_rows must lie in 1..={}",
-                crate::BLOCK_ROWS_MAX
-            )));
+        for rows in [self.block_rows, self.compaction_block_rows] {
+            if rows == 0 || rows > crate::BLOCK_ROWS_MAX {
+                return Err(Error::invalid(format!("block sizes must lie in 1..={}", crate::BLOCK_ROWS_MAX)));
+            }
+        }
+        if self.compaction_trigger < 2 {
+            return Err(Error::invalid("compaction_trigger must be at least 2"));
+        }
+        if self.retention.is_some_and(|r| r <= 0) {
+            return Err(Error::invalid("retention must be positive"));
         }
         if self.wal_file_bytes_max < 4096 {
             return Err(Error::invalid("wal_file_bytes_max must be at least 4096"));

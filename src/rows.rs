@@ -12,10 +12,7 @@ pub(crate) struct ColData {
 
 impl ColData {
     pub(crate) fn missing(rows: usize) -> ColData {
-        ColData {
-            vals: vec![0; rows],
-            valid: Bitmap::with_len(rows, false),
-        }
+        ColData { vals: vec![0; rows], valid: Bitmap::with_len(rows, false) }
     }
 }
 
@@ -29,10 +26,7 @@ pub(crate) struct RowSet {
 
 impl RowSet {
     pub(crate) fn empty(n_cols: usize) -> RowSet {
-        RowSet {
-            ts: Vec::new(),
-            cols: vec![None; n_cols],
-        }
+        RowSet { ts: Vec::new(), cols: vec![None; n_cols] }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -84,11 +78,7 @@ impl RowSet {
         let (a, b) = (&self.ts, &newer.ts);
         // Fast path: disjoint time ranges simply concatenate.
         if a.last() < b.first() || b.last() < a.first() {
-            let (first, second) = if a.last() < b.first() {
-                (self, newer)
-            } else {
-                (newer, self)
-            };
+            let (first, second) = if a.last() < b.first() { (self, newer) } else { (newer, self) };
             return concat(first, second);
         }
         let mut ts = Vec::with_capacity(a.len() + b.len());
@@ -144,10 +134,7 @@ pub(crate) fn slice(r: &RowSet, lo: usize, hi: usize) -> RowSet {
             .cols
             .iter()
             .map(|c| {
-                c.as_ref().map(|c| ColData {
-                    vals: c.vals[lo..hi].to_vec(),
-                    valid: c.valid.slice(lo, hi),
-                })
+                c.as_ref().map(|c| ColData { vals: c.vals[lo..hi].to_vec(), valid: c.valid.slice(lo, hi) })
             })
             .collect(),
     }
@@ -187,18 +174,12 @@ mod tests {
             valid.push(v.is_some());
             vals.push(v.unwrap_or(0));
         }
-        RowSet {
-            ts: ts.to_vec(),
-            cols: vec![Some(ColData { vals, valid })],
-        }
+        RowSet { ts: ts.to_vec(), cols: vec![Some(ColData { vals, valid })] }
     }
 
     fn values(r: &RowSet) -> Vec<(i64, Option<u64>)> {
         let c = r.cols[0].as_ref().unwrap();
-        r.ts.iter()
-            .enumerate()
-            .map(|(i, &t)| (t, c.valid.get(i).then(|| c.vals[i])))
-            .collect()
+        r.ts.iter().enumerate().map(|(i, &t)| (t, c.valid.get(i).then(|| c.vals[i]))).collect()
     }
 
     #[test]
@@ -206,10 +187,7 @@ mod tests {
         let old = rs(&[1, 2, 3], &[Some(10), Some(20), Some(30)]);
         let new = rs(&[2, 3, 4], &[Some(21), None, Some(41)]);
         let m = old.merge_newer(new);
-        assert_eq!(
-            values(&m),
-            vec![(1, Some(10)), (2, Some(21)), (3, Some(30)), (4, Some(41))]
-        );
+        assert_eq!(values(&m), vec![(1, Some(10)), (2, Some(21)), (3, Some(30)), (4, Some(41))]);
     }
 
     #[test]
@@ -217,10 +195,7 @@ mod tests {
         let late = rs(&[5, 6], &[Some(5), None]);
         let early = rs(&[1, 2], &[None, Some(2)]);
         let m = late.merge_newer(early);
-        assert_eq!(
-            values(&m),
-            vec![(1, None), (2, Some(2)), (5, Some(5)), (6, None)]
-        );
+        assert_eq!(values(&m), vec![(1, None), (2, Some(2)), (5, Some(5)), (6, None)]);
     }
 
     #[test]

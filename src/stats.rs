@@ -21,16 +21,8 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) const EMPTY: Stats = Stats {
-        count: 0,
-        min: 0,
-        max: 0,
-        sum: 0.0,
-        first: 0,
-        last: 0,
-        first_ts: 0,
-        last_ts: 0,
-    };
+    pub(crate) const EMPTY: Stats =
+        Stats { count: 0, min: 0, max: 0, sum: 0.0, first: 0, last: 0, first_ts: 0, last_ts: 0 };
 }
 
 /// True when `a < b` in the field's order (floats: NaN is never less, and anything is less
@@ -146,29 +138,17 @@ mod tests {
         let s = f(&[f64::NAN, f64::NAN]);
         assert!(f64::from_bits(s.min).is_nan() && f64::from_bits(s.max).is_nan());
         let s = f(&[f64::INFINITY, 1.0, f64::NEG_INFINITY]);
-        assert_eq!(
-            (f64::from_bits(s.min), f64::from_bits(s.max)),
-            (f64::NEG_INFINITY, f64::INFINITY)
-        );
+        assert_eq!((f64::from_bits(s.min), f64::from_bits(s.max)), (f64::NEG_INFINITY, f64::INFINITY));
         let s = f(&[f64::INFINITY]);
         assert_eq!(f64::from_bits(s.min), f64::INFINITY);
-        assert_eq!(
-            (s.first, s.last, s.count),
-            (f64::INFINITY.to_bits(), f64::INFINITY.to_bits(), 1)
-        );
+        assert_eq!((s.first, s.last, s.count), (f64::INFINITY.to_bits(), f64::INFINITY.to_bits(), 1));
     }
 
     #[test]
     fn integers() {
-        let vals: Vec<u64> = [5i64, -3, 9, i64::MIN, 0]
-            .iter()
-            .map(|&v| v as u64)
-            .collect();
+        let vals: Vec<u64> = [5i64, -3, 9, i64::MIN, 0].iter().map(|&v| v as u64).collect();
         let s = summarize(FieldType::I64, &vals, &[1, 2, 3, 4, 5]);
-        assert_eq!(
-            (s.min as i64, s.max as i64, s.first as i64, s.last as i64),
-            (i64::MIN, 9, 5, 0)
-        );
+        assert_eq!((s.min as i64, s.max as i64, s.first as i64, s.last as i64), (i64::MIN, 9, 5, 0));
         assert!(less(FieldType::I64, (-1i64) as u64, 0));
         assert!(less(FieldType::F64, 1.0f64.to_bits(), f64::NAN.to_bits()));
         assert!(!less(FieldType::F64, f64::NAN.to_bits(), 1.0f64.to_bits()));

@@ -9,11 +9,8 @@ use gemba::{Col, Db, Machines, Options, Values, WriteBatch};
 #[test]
 fn shared_datasets_round_trip_through_segments() {
     let Some(root) = shared_data() else { return };
-    let mut names: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     names.sort();
     assert!(!names.is_empty(), "no dataset in {}", root.display());
     for ds in names {
@@ -23,16 +20,10 @@ fn shared_datasets_round_trip_through_segments() {
         let mut points = 0usize;
         for m in &machines {
             let mut b = WriteBatch::new();
-            let vals: Vec<Vec<f64>> = m
-                .values
-                .iter()
-                .map(|c| c.iter().map(|v| v.unwrap_or(0.0)).collect())
-                .collect();
-            let valid: Vec<Vec<bool>> = m
-                .values
-                .iter()
-                .map(|c| c.iter().map(|v| v.is_some()).collect())
-                .collect();
+            let vals: Vec<Vec<f64>> =
+                m.values.iter().map(|c| c.iter().map(|v| v.unwrap_or(0.0)).collect()).collect();
+            let valid: Vec<Vec<bool>> =
+                m.values.iter().map(|c| c.iter().map(|v| v.is_some()).collect()).collect();
             points += valid.iter().flatten().filter(|&&v| v).count();
             let cols = m
                 .fields
@@ -47,10 +38,7 @@ fn shared_datasets_round_trip_through_segments() {
         assert!(stats.segments > 0);
         assert_eq!(stats.memtable_bytes, 0);
         db.close().unwrap();
-        let files: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(
             !files.iter().any(|f| f.to_string_lossy().ends_with(".log")
                 && std::fs::metadata(dir.path().join(f)).unwrap().len() > 32),
@@ -58,11 +46,7 @@ fn shared_datasets_round_trip_through_segments() {
         );
 
         let db = Db::open(dir.path(), Options::default()).unwrap();
-        assert_eq!(
-            db.recovery_report().records_replayed,
-            0,
-            "everything was flushed"
-        );
+        assert_eq!(db.recovery_report().records_replayed, 0, "everything was flushed");
         let mut seen = 0;
         for b in db.scan(Machines::All, ..).collect().unwrap() {
             let m = machines.iter().find(|m| *m.id == *b.machine).unwrap();
@@ -72,9 +56,7 @@ fn shared_datasets_round_trip_through_segments() {
             }
             for c in &b.columns {
                 let f = m.fields.iter().position(|f| **f == *c.name).unwrap();
-                let Values::F64(v) = &c.values else {
-                    panic!("type changed")
-                };
+                let Values::F64(v) = &c.values else { panic!("type changed") };
                 for (i, x) in v.iter().enumerate() {
                     let want = m.values[f][start + i];
                     let got = c.is_valid(i).then_some(*x);

@@ -13,12 +13,7 @@ use gemba::{Db, Options, SyncPolicy, Value, WriteBatch};
 fn batch(t: usize, k: usize) -> WriteBatch {
     let mut b = WriteBatch::new();
     for j in 0..4 {
-        b.row(
-            &format!("m{t}"),
-            (k * 4 + j) as i64,
-            [("v", (k * 10 + j) as f64)],
-        )
-        .unwrap();
+        b.row(&format!("m{t}"), (k * 4 + j) as i64, [("v", (k * 10 + j) as f64)]).unwrap();
     }
     b
 }
@@ -57,10 +52,7 @@ fn concurrent_durable_writers_share_syncs() {
     let fs = SimFs::new(7);
     // A slow disk: while one round writes, the other threads queue up behind it.
     fs.set_write_delay(Duration::from_millis(2));
-    let opts = Options {
-        fs: Arc::new(fs.clone()),
-        ..Options::default()
-    };
+    let opts = Options { fs: Arc::new(fs.clone()), ..Options::default() };
     let db = Arc::new(Db::open("/db", opts.clone()).unwrap());
     let before = fs.ops();
     let (threads, per_thread) = (8, 40);
@@ -69,37 +61,20 @@ fn concurrent_durable_writers_share_syncs() {
     let writes = (threads * per_thread) as u64;
     // Without group commit every batch costs a write and a sync: 2 operations.
     println!("{writes} durable batches took {ops} file operations");
-    assert!(
-        ops < writes,
-        "no group commit: {ops} operations for {writes} batches"
-    );
+    assert!(ops < writes, "no group commit: {ops} operations for {writes} batches");
     check(&db, threads, per_thread);
     Arc::into_inner(db).unwrap().close().unwrap();
     // Everything acknowledged was synced: a power loss right now loses nothing.
     let after = fs.crash(gemba::io::CrashMode::DropUnsynced);
-    let db = Db::open(
-        "/db",
-        Options {
-            fs: Arc::new(after),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = Db::open("/db", Options { fs: Arc::new(after), ..Options::default() }).unwrap();
     check(&db, threads, per_thread);
 }
 
 #[test]
 fn every_policy_keeps_every_acknowledged_write_across_reopen() {
-    for policy in [
-        SyncPolicy::Always,
-        SyncPolicy::Periodic(Duration::from_millis(5)),
-        SyncPolicy::Os,
-    ] {
+    for policy in [SyncPolicy::Always, SyncPolicy::Periodic(Duration::from_millis(5)), SyncPolicy::Os] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            sync: policy,
-            ..Options::default()
-        };
+        let opts = Options { sync: policy, ..Options::default() };
         let db = Arc::new(Db::open(dir.path(), opts.clone()).unwrap());
         run(&db, 4, 50);
         check(&db, 4, 50);
@@ -123,13 +98,6 @@ fn periodic_policy_syncs_in_the_background() {
     std::thread::sleep(Duration::from_millis(200));
     let after = fs.crash(gemba::io::CrashMode::DropUnsynced);
     drop(db);
-    let db = Db::open(
-        "/db",
-        Options {
-            fs: Arc::new(after),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = Db::open("/db", Options { fs: Arc::new(after), ..Options::default() }).unwrap();
     assert_eq!(dump(&db).len(), 4);
 }

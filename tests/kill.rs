@@ -23,10 +23,8 @@ fn batch(n: u64) -> WriteBatch {
     let m = format!("m{}", n % 4);
     for j in 0..ROWS {
         let ts = n as i64 * 100 + j;
-        let mut fields = vec![
-            ("v", Value::F64(n as f64 * 1.5 + j as f64)),
-            ("c", Value::I64(n as i64 * 7 + j)),
-        ];
+        let mut fields =
+            vec![("v", Value::F64(n as f64 * 1.5 + j as f64)), ("c", Value::I64(n as i64 * 7 + j))];
         if j % 2 == 0 {
             fields.push(("b", Value::Bool(n.is_multiple_of(3))));
         }
@@ -75,26 +73,10 @@ fn present_batches(db: &Db) -> BTreeSet<u64> {
         let n = (*ts / 100) as u64;
         let j = ts % 100;
         assert!(j < ROWS, "row {m}@{ts} was never written");
-        assert_eq!(
-            *m,
-            format!("m{}", n % 4),
-            "row {m}@{ts} on the wrong machine"
-        );
-        assert_eq!(
-            row.get("v"),
-            Some(&Value::F64(n as f64 * 1.5 + j as f64)),
-            "{m}@{ts}"
-        );
-        assert_eq!(
-            row.get("c"),
-            Some(&Value::I64(n as i64 * 7 + j)),
-            "{m}@{ts}"
-        );
-        let b = if j % 2 == 0 {
-            Some(&Value::Bool(n.is_multiple_of(3)))
-        } else {
-            None
-        };
+        assert_eq!(*m, format!("m{}", n % 4), "row {m}@{ts} on the wrong machine");
+        assert_eq!(row.get("v"), Some(&Value::F64(n as f64 * 1.5 + j as f64)), "{m}@{ts}");
+        assert_eq!(row.get("c"), Some(&Value::I64(n as i64 * 7 + j)), "{m}@{ts}");
+        let b = if j % 2 == 0 { Some(&Value::Bool(n.is_multiple_of(3))) } else { None };
         assert_eq!(row.get("b"), b, "{m}@{ts}");
         *per_batch.entry(n).or_default() += 1;
     }
@@ -114,13 +96,7 @@ fn acknowledged_writes_survive_sigkill() {
     let (mut kills, mut in_flight_found) = (0, 0);
     for round in 0..24 {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill_child_writer",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "kill_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, dir.path())
             .env(START_ENV, start.to_string())
             .stdout(Stdio::piped())
@@ -133,10 +109,7 @@ fn acknowledged_writes_survive_sigkill() {
                 .lines()
                 .map_while(Result::ok)
                 // The test harness may print "test kill_child_writer ... " before the first ack.
-                .filter_map(|l| {
-                    l.find("ack ")
-                        .map(|i| l[i + 4..].trim().parse::<u64>().unwrap())
-                })
+                .filter_map(|l| l.find("ack ").map(|i| l[i + 4..].trim().parse::<u64>().unwrap()))
                 .collect::<Vec<u64>>()
         });
         rng ^= rng << 13;
@@ -154,17 +127,11 @@ fn acknowledged_writes_survive_sigkill() {
         let db = Db::open(dir.path(), Options::default()).unwrap();
         let present = present_batches(&db);
         for n in &acked {
-            assert!(
-                present.contains(n),
-                "round {round}: acknowledged batch {n} lost"
-            );
+            assert!(present.contains(n), "round {round}: acknowledged batch {n} lost");
         }
         // Present but not acknowledged: only a batch a thread had in flight.
         for n in present.difference(&acked) {
-            assert!(
-                *n >= start,
-                "round {round}: batch {n} from an earlier round appeared late"
-            );
+            assert!(*n >= start, "round {round}: batch {n} from an earlier round appeared late");
             let t = (n - start) % THREADS;
             let last_acked = acks.iter().filter(|&&a| (a - start) % THREADS == t).max();
             let expected = last_acked.map_or(start + t, |a| a + THREADS);
@@ -173,11 +140,7 @@ fn acknowledged_writes_survive_sigkill() {
         }
         // Unacknowledged batches that made it count as written from now on.
         acked.extend(present.iter().copied());
-        start = present
-            .iter()
-            .chain(acked.iter())
-            .max()
-            .map_or(0, |m| m + 1);
+        start = present.iter().chain(acked.iter()).max().map_or(0, |m| m + 1);
         db.close().unwrap();
     }
     println!(

@@ -132,17 +132,9 @@ fn types_are_fixed_across_reopen() {
     let mut b = WriteBatch::new();
     b.row("m", 2, [("speed", 1i64)]).unwrap();
     match db.write(&b) {
-        Err(Error::TypeMismatch {
-            machine,
-            field,
-            expected,
-            found,
-        }) => {
+        Err(Error::TypeMismatch { machine, field, expected, found }) => {
             assert_eq!((machine.as_str(), field.as_str()), ("m", "speed"));
-            assert_eq!(
-                (expected, found),
-                (gemba::FieldType::F64, gemba::FieldType::I64)
-            );
+            assert_eq!((expected, found), (gemba::FieldType::F64, gemba::FieldType::I64));
         }
         other => panic!("expected TypeMismatch, got {other:?}"),
     }

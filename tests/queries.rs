@@ -8,9 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Model, assert_same, dump};
-use gemba::{
-    Agg, AggColumn, Db, Error, Machines, Options, SyncPolicy, TimeRange, Value, Values, WriteBatch,
-};
+use gemba::{Agg, AggColumn, Db, Error, Machines, Options, SyncPolicy, TimeRange, Value, Values, WriteBatch};
 use proptest::prelude::*;
 
 const MACHINES: [&str; 3] = ["m-a", "m-b", "m-c"];
@@ -134,15 +132,7 @@ fn check_downsample(
     width: i64,
     offset: i64,
 ) -> gemba::QueryCounters {
-    let aggs = [
-        Agg::Count,
-        Agg::Sum,
-        Agg::Min,
-        Agg::Max,
-        Agg::Avg,
-        Agg::First,
-        Agg::Last,
-    ];
+    let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Avg, Agg::First, Agg::Last];
     let list: Vec<String> = machines.iter().map(|s| s.to_string()).collect();
     let out = db
         .downsample(Machines::List(list), lo..hi, width)
@@ -168,10 +158,7 @@ fn check_downsample(
         out.series.len(),
         expected.len(),
         "series count; got {:?}",
-        out.series
-            .iter()
-            .map(|s| (&s.machine, &s.field))
-            .collect::<Vec<_>>()
+        out.series.iter().map(|s| (&s.machine, &s.field)).collect::<Vec<_>>()
     );
     for (s, (m, f, want)) in out.series.iter().zip(&expected) {
         assert_eq!((&*s.machine, &*s.field), (*m, *f));
@@ -184,16 +171,11 @@ fn check_downsample(
                 _ => unreachable!(),
             }
             assert_eq!(s.agg(Agg::Sum).unwrap().f64(i), w.1, "{ctx} sum");
-            assert_eq!(
-                s.agg(Agg::Avg).unwrap().f64(i),
-                w.1 / w.0 as f64,
-                "{ctx} avg"
-            );
+            assert_eq!(s.agg(Agg::Avg).unwrap().f64(i), w.1 / w.0 as f64, "{ctx} avg");
             let typed = |a: Agg| match s.agg(a).unwrap() {
-                AggColumn::Min(v)
-                | AggColumn::Max(v)
-                | AggColumn::First(v)
-                | AggColumn::Last(v) => col_value(v, i),
+                AggColumn::Min(v) | AggColumn::Max(v) | AggColumn::First(v) | AggColumn::Last(v) => {
+                    col_value(v, i)
+                }
                 _ => unreachable!(),
             };
             assert_eq!(typed(Agg::Min), w.2, "{ctx} min");
@@ -215,11 +197,8 @@ fn check_scan(db: &Db, model: &Model, m: &str, lo: i64, hi: i64, fields: &[&str]
         .iter()
         .flat_map(|b| {
             (0..b.rows()).map(move |i| {
-                let row = b
-                    .columns
-                    .iter()
-                    .filter_map(|c| c.value(i).map(|v| (c.name.to_string(), v)))
-                    .collect();
+                let row =
+                    b.columns.iter().filter_map(|c| c.value(i).map(|v| (c.name.to_string(), v))).collect();
                 (b.ts[i], row)
             })
         })
@@ -248,10 +227,8 @@ fn check_latest(db: &Db, model: &Model) {
             }
         }
     }
-    let got: Vec<_> = got
-        .into_iter()
-        .map(|l| (l.machine.to_string(), l.field.to_string(), l.ts, l.value))
-        .collect();
+    let got: Vec<_> =
+        got.into_iter().map(|l| (l.machine.to_string(), l.field.to_string(), l.ts, l.value)).collect();
     // The machine's own field order can differ from FIELDS: compare as sets.
     let (mut g, mut w) = (got, want);
     g.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -296,10 +273,7 @@ fn regular_db(dir: &std::path::Path, rows: i64) -> (Db, Model) {
     let mut b = WriteBatch::new();
     for t in 0..rows {
         b.row("m-a", t, [("x", value(0, t * 7))]).unwrap();
-        model
-            .entry(("m-a".to_string(), t))
-            .or_default()
-            .insert("x".into(), value(0, t * 7));
+        model.entry(("m-a".to_string(), t)).or_default().insert("x".into(), value(0, t * 7));
     }
     db.write(&b).unwrap();
     db.flush().unwrap();
@@ -336,23 +310,14 @@ fn newer_data_overlapping_a_block_disables_its_statistics() {
     let mut b = WriteBatch::new();
     for t in [12i64, 13, 503] {
         b.row("m-a", t, [("x", Value::F64(1000.0))]).unwrap();
-        model
-            .get_mut(&("m-a".to_string(), t))
-            .unwrap()
-            .insert("x".into(), Value::F64(1000.0));
+        model.get_mut(&("m-a".to_string(), t)).unwrap().insert("x".into(), Value::F64(1000.0));
     }
     db.write(&b).unwrap();
     let c = check_downsample(&db, &model, &["m-a"], 0, 1000, 50, 0);
-    assert!(
-        c.blocks_decoded >= 2,
-        "overlapped blocks must be decoded: {c:?}"
-    );
+    assert!(c.blocks_decoded >= 2, "overlapped blocks must be decoded: {c:?}");
     db.flush().unwrap();
     let c = check_downsample(&db, &model, &["m-a"], 0, 1000, 50, 0);
-    assert!(
-        c.blocks_decoded >= 2,
-        "overlapped blocks must be decoded: {c:?}"
-    );
+    assert!(c.blocks_decoded >= 2, "overlapped blocks must be decoded: {c:?}");
     check_latest(&db, &model);
 }
 
@@ -361,22 +326,12 @@ fn bad_arguments_give_clear_errors_or_empty_results() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = regular_db(dir.path(), 100);
     assert!(matches!(
-        db.downsample("m-a", TimeRange { start: 10, end: 5 }, 10)
-            .run(),
+        db.downsample("m-a", TimeRange { start: 10, end: 5 }, 10).run(),
         Err(Error::InvalidArgument(_))
     ));
-    assert!(matches!(
-        db.downsample("m-a", 0..10, 0).run(),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.downsample("m-a", 0..10, -5).run(),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.downsample("m-a", 0..10, 5).aggs([]).run(),
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(db.downsample("m-a", 0..10, 0).run(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.downsample("m-a", 0..10, -5).run(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(db.downsample("m-a", 0..10, 5).aggs([]).run(), Err(Error::InvalidArgument(_))));
     assert!(matches!(
         db.scan("m-a", TimeRange { start: 10, end: 5 }).collect(),
         Err(Error::InvalidArgument(_))
@@ -389,40 +344,12 @@ fn bad_arguments_give_clear_errors_or_empty_results() {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("buckets"), "{m}"),
         other => panic!("expected the bucket limit, got {other:?}"),
     }
-    assert_eq!(
-        db.downsample("m-a", 0..100, 10)
-            .max_buckets(10)
-            .run()
-            .unwrap()
-            .series[0]
-            .buckets
-            .len(),
-        10
-    );
+    assert_eq!(db.downsample("m-a", 0..100, 10).max_buckets(10).run().unwrap().series[0].buckets.len(), 10);
     // Empty ranges, unknown machines and fields: empty results.
-    assert!(
-        db.downsample("m-a", 5..5, 10)
-            .run()
-            .unwrap()
-            .series
-            .is_empty()
-    );
+    assert!(db.downsample("m-a", 5..5, 10).run().unwrap().series.is_empty());
     assert!(db.scan("m-a", 5..5).collect().unwrap().is_empty());
-    assert!(
-        db.downsample("nope", 0..100, 10)
-            .run()
-            .unwrap()
-            .series
-            .is_empty()
-    );
-    assert!(
-        db.downsample("m-a", 0..100, 10)
-            .fields(["nope"])
-            .run()
-            .unwrap()
-            .series
-            .is_empty()
-    );
+    assert!(db.downsample("nope", 0..100, 10).run().unwrap().series.is_empty());
+    assert!(db.downsample("m-a", 0..100, 10).fields(["nope"]).run().unwrap().series.is_empty());
     assert!(db.scan("nope", ..).collect().unwrap().is_empty());
     assert!(db.latest("nope").run().unwrap().is_empty());
     assert!(db.machine("nope").unwrap().is_none());
@@ -434,32 +361,21 @@ fn the_catalog_lists_machines_fields_and_bounds() {
     let db = open(dir.path());
     let mut b = WriteBatch::new();
     b.row("pump", 50, [("on", true)]).unwrap();
-    b.row("press", 10, [("x", Value::F64(1.0)), ("n", Value::I64(2))])
-        .unwrap();
+    b.row("press", 10, [("x", Value::F64(1.0)), ("n", Value::I64(2))]).unwrap();
     db.write(&b).unwrap();
     db.flush().unwrap();
     let mut b = WriteBatch::new();
     b.row("press", 900, [("x", 3.0)]).unwrap();
     db.write(&b).unwrap();
     let ms = db.machines().unwrap();
-    assert_eq!(
-        ms.iter().map(|m| &*m.name).collect::<Vec<_>>(),
-        vec!["press", "pump"]
-    );
+    assert_eq!(ms.iter().map(|m| &*m.name).collect::<Vec<_>>(), vec!["press", "pump"]);
     assert_eq!(ms[0].time_bounds, Some((10, 900)));
     assert_eq!(
-        ms[0]
-            .fields
-            .iter()
-            .map(|f| (&*f.name, f.field_type))
-            .collect::<Vec<_>>(),
+        ms[0].fields.iter().map(|f| (&*f.name, f.field_type)).collect::<Vec<_>>(),
         vec![("x", gemba::FieldType::F64), ("n", gemba::FieldType::I64)]
     );
     assert_eq!(ms[1].time_bounds, Some((50, 50)));
     db.close().unwrap();
     let db = open(dir.path());
-    assert_eq!(
-        db.machine("press").unwrap().unwrap().time_bounds,
-        Some((10, 900))
-    );
+    assert_eq!(db.machine("press").unwrap().unwrap().time_bounds, Some((10, 900)));
 }

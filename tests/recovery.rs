@@ -9,17 +9,13 @@ use common::{dump, record_offsets, wal_files};
 use gemba::{Db, Error, Options, SyncPolicy, WriteBatch};
 
 fn opts() -> Options {
-    Options {
-        sync: SyncPolicy::Os,
-        ..Options::default()
-    }
+    Options { sync: SyncPolicy::Os, ..Options::default() }
 }
 
 fn batch(n: i64) -> WriteBatch {
     let mut b = WriteBatch::new();
     for j in 0..3 {
-        b.row("m", n * 10 + j, [("v", (n * 100 + j) as f64)])
-            .unwrap();
+        b.row("m", n * 10 + j, [("v", (n * 100 + j) as f64)]).unwrap();
     }
     b
 }
@@ -48,9 +44,7 @@ fn rows(db: &Db) -> Vec<i64> {
 }
 
 fn rows_of_batches(n: i64) -> Vec<i64> {
-    (0..n)
-        .flat_map(|i| (0..3).map(move |j| i * 10 + j))
-        .collect()
+    (0..n).flat_map(|i| (0..3).map(move |j| i * 10 + j)).collect()
 }
 
 #[test]
@@ -74,11 +68,7 @@ fn torn_tail_at_every_offset_of_the_last_record_is_cut_and_reported() {
             assert_eq!(rep.torn_tails[0].bytes, (cut - last) as u64);
             assert_eq!(rep.torn_tails[0].file, path);
         }
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            last as u64,
-            "file cut back"
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64, "file cut back");
         db.close().unwrap();
         // A second open finds nothing more to repair.
         let db = Db::open(dir.path(), opts()).unwrap();
@@ -126,14 +116,7 @@ fn a_bad_checksum_in_the_middle_is_corruption_with_file_and_offset() {
     assert_eq!(std::fs::read(&path).unwrap(), bad);
 
     // Asked to, recovery skips the bad record and reports it.
-    let db = Db::open(
-        dir.path(),
-        Options {
-            skip_corrupt_wal_records: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let db = Db::open(dir.path(), Options { skip_corrupt_wal_records: true, ..opts() }).unwrap();
     assert_eq!(rows(&db), vec![0, 1, 2, 20, 21, 22]);
     let rep = db.recovery_report();
     assert_eq!(rep.skipped.len(), 1);
@@ -198,11 +181,7 @@ fn a_future_format_version_is_refused() {
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     let (dir, path) = fresh_with_log(&bytes);
     match Db::open(dir.path(), opts()) {
-        Err(Error::FormatVersion {
-            file,
-            found,
-            supported,
-        }) => {
+        Err(Error::FormatVersion { file, found, supported }) => {
             assert_eq!((file, found, supported), (path, 2, 1));
         }
         other => panic!("expected FormatVersion, got {other:?}"),
@@ -235,10 +214,7 @@ fn a_bad_record_followed_by_a_later_log_file_is_corruption() {
 fn a_second_open_of_the_same_directory_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
-    assert!(matches!(
-        Db::open(dir.path(), opts()),
-        Err(Error::Locked { .. })
-    ));
+    assert!(matches!(Db::open(dir.path(), opts()), Err(Error::Locked { .. })));
     drop(db);
     Db::open(dir.path(), opts()).unwrap().close().unwrap();
 }
@@ -264,13 +240,7 @@ fn recovery_never_panics_on_random_damage() {
         b.truncate(cut.max(b.len() / 2));
         let (dir, _) = fresh_with_log(&b);
         for skip in [false, true] {
-            match Db::open(
-                dir.path(),
-                Options {
-                    skip_corrupt_wal_records: skip,
-                    ..opts()
-                },
-            ) {
+            match Db::open(dir.path(), Options { skip_corrupt_wal_records: skip, ..opts() }) {
                 Ok(db) => {
                     // Whatever survived is whole batches of the original data.
                     for (_, t) in dump(&db).keys() {

@@ -3,16 +3,8 @@
 
 use gemba::{Col, Db, Options, SyncPolicy, WriteBatch};
 
-pub const FIELDS: [&str; 8] = [
-    "speed_rpm",
-    "torque_nm",
-    "current_a",
-    "temp_c",
-    "vibration_mm_s",
-    "pressure_bar",
-    "status",
-    "alarm",
-];
+pub const FIELDS: [&str; 8] =
+    ["speed_rpm", "torque_nm", "current_a", "temp_c", "vibration_mm_s", "pressure_bar", "status", "alarm"];
 
 /// A small deterministic random generator (xorshift64*).
 pub struct Rng(pub u64);
@@ -70,12 +62,7 @@ pub fn machine(seed: u64, rows: usize, t0: i64, interval_us: i64) -> MachineData
         status.push(state);
         alarm.push(temp > 69.0);
     }
-    MachineData {
-        ts,
-        f64s,
-        status,
-        alarm,
-    }
+    MachineData { ts, f64s, status, alarm }
 }
 
 pub fn machine_name(i: usize) -> String {
@@ -88,8 +75,7 @@ pub fn fill(db: &Db, machines: usize, rows: usize, interval_us: i64) -> u64 {
     for m in 0..machines {
         let d = machine(m as u64 + 1, rows, 1_704_067_200_000_000, interval_us);
         let mut b = WriteBatch::new();
-        let mut cols: Vec<(&str, Col)> =
-            (0..6).map(|f| (FIELDS[f], Col::f64(&d.f64s[f]))).collect();
+        let mut cols: Vec<(&str, Col)> = (0..6).map(|f| (FIELDS[f], Col::f64(&d.f64s[f]))).collect();
         cols.push((FIELDS[6], Col::i64(&d.status)));
         cols.push((FIELDS[7], Col::bool(&d.alarm)));
         b.columns(&machine_name(m), &d.ts, cols).unwrap();
@@ -103,14 +89,7 @@ pub fn fill(db: &Db, machines: usize, rows: usize, interval_us: i64) -> u64 {
 /// A database in a fresh temporary directory, filled and flushed.
 pub fn filled_db(machines: usize, rows: usize, interval_us: i64) -> (tempfile::TempDir, Db, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(
-        dir.path(),
-        Options {
-            sync: SyncPolicy::Os,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = Db::open(dir.path(), Options { sync: SyncPolicy::Os, ..Options::default() }).unwrap();
     let points = fill(&db, machines, rows, interval_us);
     (dir, db, points)
 }

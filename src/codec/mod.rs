@@ -15,15 +15,9 @@ fn raw_encode(v: impl Iterator<Item = u64>, out: &mut Vec<u8>) {
 }
 fn raw_decode(chunk: &[u8], n: usize) -> Result<Vec<u64>, DecodeError> {
     if chunk.len() != 1 + n * 8 || chunk[0] != 0 {
-        return Err(DecodeError {
-            offset: 0,
-            what: "bad raw chunk",
-        });
+        return Err(DecodeError { offset: 0, what: "bad raw chunk" });
     }
-    Ok(chunk[1..]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-        .collect())
+    Ok(chunk[1..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
 }
 pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
     raw_encode(ts.iter().map(|&t| t as u64), out)
@@ -56,10 +50,7 @@ pub fn decode_bool(chunk: &[u8], n: usize, out: &mut Vec<bool>) -> Result<(), De
     out.clear();
     let v = raw_decode(chunk, n)?;
     if v.iter().any(|&x| x > 1) {
-        return Err(DecodeError {
-            offset: 0,
-            what: "bad bool",
-        });
+        return Err(DecodeError { offset: 0, what: "bad bool" });
     }
     out.extend(v.into_iter().map(|x| x == 1));
     Ok(())

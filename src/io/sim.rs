@@ -109,18 +109,12 @@ impl std::fmt::Debug for SimFs {
 
 fn split(path: &Path) -> (PathBuf, String) {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     (dir, name)
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{}: no such file", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
 }
 
 impl State {
@@ -163,10 +157,7 @@ impl State {
         let (dir, name) = split(path);
         let entries = self.dirs.get_mut(&dir).ok_or_else(|| not_found(&dir))?;
         entries.insert(name.clone(), ino);
-        self.journal
-            .entry(dir)
-            .or_default()
-            .push(DirOp::Link(name, ino));
+        self.journal.entry(dir).or_default().push(DirOp::Link(name, ino));
         Ok(())
     }
 
@@ -174,10 +165,7 @@ impl State {
         let (dir, name) = split(path);
         let entries = self.dirs.get_mut(&dir).ok_or_else(|| not_found(path))?;
         let ino = entries.remove(&name).ok_or_else(|| not_found(path))?;
-        self.journal
-            .entry(dir)
-            .or_default()
-            .push(DirOp::Unlink(name));
+        self.journal.entry(dir).or_default().push(DirOp::Unlink(name));
         Ok(ino)
     }
 }
@@ -233,11 +221,7 @@ impl SimFs {
     /// on the old state, which is no longer connected to the new one.
     pub fn crash(&self, mode: CrashMode) -> SimFs {
         let mut st = self.state.lock();
-        let mut new = State {
-            rng: st.next_rand() | 1,
-            generation: st.generation + 1,
-            ..State::default()
-        };
+        let mut new = State { rng: st.next_rand() | 1, generation: st.generation + 1, ..State::default() };
         let dirs: Vec<PathBuf> = st.dirs.keys().cloned().collect();
         let mut keep_inodes: HashMap<u64, Inode> = HashMap::new();
         for dir in dirs {
@@ -266,11 +250,8 @@ impl SimFs {
                 }
                 let old = st.inodes.get(&ino).cloned().unwrap_or_default();
                 let mut data = old.durable.clone();
-                let tail: &[u8] = if old.data.starts_with(&old.durable) {
-                    &old.data[old.durable.len()..]
-                } else {
-                    &[]
-                };
+                let tail: &[u8] =
+                    if old.data.starts_with(&old.durable) { &old.data[old.durable.len()..] } else { &[] };
                 let kept = match mode {
                     CrashMode::DropUnsynced => 0,
                     CrashMode::KeepAll => tail.len(),
@@ -286,22 +267,14 @@ impl SimFs {
                         *b = st.next_rand() as u8;
                     }
                 }
-                keep_inodes.insert(
-                    ino,
-                    Inode {
-                        durable: data.clone(),
-                        data,
-                    },
-                );
+                keep_inodes.insert(ino, Inode { durable: data.clone(), data });
             }
             new.dirs.insert(dir.clone(), entries.clone());
             new.durable_dirs.insert(dir, entries);
         }
         new.next_inode = st.next_inode;
         new.inodes = keep_inodes;
-        SimFs {
-            state: Arc::new(Mutex::new(new)),
-        }
+        SimFs { state: Arc::new(Mutex::new(new)) }
     }
 
     /// Overwrites bytes of a file in place (durably), to simulate corruption.
@@ -334,13 +307,7 @@ impl SimFs {
                 ino
             }
         };
-        st.inodes.insert(
-            ino,
-            Inode {
-                data: data.to_vec(),
-                durable: data.to_vec(),
-            },
-        );
+        st.inodes.insert(ino, Inode { data: data.to_vec(), durable: data.to_vec() });
         Ok(())
     }
 }
@@ -355,9 +322,7 @@ impl SimFile {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> io::Result<R>) -> io::Result<R> {
         let mut st = self.fs.state.lock();
         if st.generation != self.generation {
-            return Err(io::Error::other(
-                "simulated: file handle from before a crash",
-            ));
+            return Err(io::Error::other("simulated: file handle from before a crash"));
         }
         f(&mut st)
     }
@@ -456,21 +421,13 @@ impl FileSystem for SimFs {
         let ino = st.next_inode;
         st.inodes.insert(ino, Inode::default());
         st.link(path, ino)?;
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            generation: st.generation,
-        }))
+        Ok(Box::new(SimFile { fs: self.clone(), ino, generation: st.generation }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let st = self.state.lock();
         let ino = st.lookup(path).ok_or_else(|| not_found(path))?;
-        Ok(st
-            .inodes
-            .get(&ino)
-            .map(|i| i.data.clone())
-            .unwrap_or_default())
+        Ok(st.inodes.get(&ino).map(|i| i.data.clone()).unwrap_or_default())
     }
 
     fn map(&self, path: &Path) -> io::Result<Bytes> {
@@ -480,11 +437,7 @@ impl FileSystem for SimFs {
     fn file_len(&self, path: &Path) -> io::Result<u64> {
         let st = self.state.lock();
         let ino = st.lookup(path).ok_or_else(|| not_found(path))?;
-        Ok(st
-            .inodes
-            .get(&ino)
-            .map(|i| i.data.len() as u64)
-            .unwrap_or(0))
+        Ok(st.inodes.get(&ino).map(|i| i.data.len() as u64).unwrap_or(0))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -502,10 +455,7 @@ impl FileSystem for SimFs {
         st.op().map_err(fault_error)?;
         let ino = st.lookup(from).ok_or_else(|| not_found(from))?;
         if split(from).0 != split(to).0 {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "rename across directories",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "rename across directories"));
         }
         st.unlink(from)?;
         st.link(to, ino)
@@ -524,12 +474,8 @@ impl FileSystem for SimFs {
         st.durable_dirs.insert(dir.to_path_buf(), cur);
         st.journal.remove(dir);
         // Drop inodes no directory refers to any more (durably or not).
-        let live: HashSet<u64> = st
-            .dirs
-            .values()
-            .chain(st.durable_dirs.values())
-            .flat_map(|e| e.values().copied())
-            .collect();
+        let live: HashSet<u64> =
+            st.dirs.values().chain(st.durable_dirs.values()).flat_map(|e| e.values().copied()).collect();
         st.inodes.retain(|ino, _| live.contains(ino));
         Ok(())
     }
@@ -537,16 +483,9 @@ impl FileSystem for SimFs {
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
         let mut st = self.state.lock();
         if !st.locks.insert(path.to_path_buf()) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "locked by another handle",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked by another handle"));
         }
-        Ok(Box::new(SimLock {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            generation: st.generation,
-        }))
+        Ok(Box::new(SimLock { fs: self.clone(), path: path.to_path_buf(), generation: st.generation }))
     }
 }
 
@@ -597,11 +536,7 @@ mod tests {
         let fs = SimFs::new(1);
         fs.create_dir_all(&p("/d")).unwrap();
         let mut f = fs.create(&p("/d/a")).unwrap(); // op 1
-        fs.set_fault(Some(Fault {
-            at: 3,
-            kind: FaultKind::NoSpace,
-            sticky: false,
-        }));
+        fs.set_fault(Some(Fault { at: 3, kind: FaultKind::NoSpace, sticky: false }));
         f.write_all(b"x").unwrap(); // op 2
         let e = f.write_all(b"y").unwrap_err(); // op 3
         assert_eq!(e.kind(), io::ErrorKind::StorageFull);
@@ -615,10 +550,7 @@ mod tests {
         let fs = SimFs::new(1);
         fs.create_dir_all(&p("/d")).unwrap();
         let g = fs.lock(&p("/d/LOCK")).unwrap();
-        assert_eq!(
-            fs.lock(&p("/d/LOCK")).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        assert_eq!(fs.lock(&p("/d/LOCK")).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         drop(g);
         assert!(fs.lock(&p("/d/LOCK")).is_ok());
     }

@@ -42,11 +42,7 @@ impl FileSystem for StdFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(path)?;
+        let f = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
         drop(f);
         let f = OpenOptions::new().append(true).open(path)?;
         Ok(Box::new(StdFile(f)))
@@ -93,17 +89,12 @@ impl FileSystem for StdFs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         match f.try_lock() {
             Ok(()) => Ok(Box::new(f)),
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "locked by another handle",
-            )),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "locked by another handle"))
+            }
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }

@@ -22,6 +22,7 @@ use crate::model::{FieldType, TimeRange, Timestamp};
 use crate::rows::{ColData, RowSet};
 use crate::segment::{MachineIndex, Segment};
 use crate::stats::{Stats, less, summarize};
+use crate::tombstone::{any_overlap, mask, ranges_for};
 
 use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines};
 use super::{Machines, Values};
@@ -179,10 +180,7 @@ impl Bucketing {
                 }
                 let k = (ts as i128 - offset as i128).div_euclid(width as i128);
                 let clamp = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-                (
-                    clamp(k * width as i128 + offset as i128),
-                    clamp((k + 1) * width as i128 + offset as i128),
-                )
+                (clamp(k * width as i128 + offset as i128), clamp((k + 1) * width as i128 + offset as i128))
             }
             Bucketing::Whole(start) => (start, i64::MAX),
         }
@@ -246,11 +244,7 @@ impl Db {
 
     /// Aggregates machines' fields over a whole time range: one bucket per series, starting at
     /// the range's start. Default aggregates: count and sum.
-    pub fn aggregate(
-        &self,
-        machines: impl Into<Machines>,
-        range: impl Into<TimeRange>,
-    ) -> Downsample<'_> {
+    pub fn aggregate(&self, machines: impl Into<Machines>, range: impl Into<TimeRange>) -> Downsample<'_> {
         Downsample {
             db: self,
             machines: machines.into(),
@@ -296,9 +290,7 @@ impl<'a> Downsample<'a> {
         self.range.validate()?;
         let bucketing = match self.bucketing {
             Some((width, _)) if width <= 0 => {
-                return Err(Error::invalid(format!(
-                    "bucket width must be positive, got {width}"
-                )));
+                return Err(Error::invalid(format!("bucket width must be positive, got {width}")));
             }
             Some((width, offset)) => Bucketing::Width { width, offset },
             None => Bucketing::Whole(self.range.start),
@@ -309,31 +301,26 @@ impl<'a> Downsample<'a> {
         let snap = self.db.snapshot()?;
         let machines = resolve_machines(&snap, &self.machines);
         let fields = self.fields.as_deref();
-        let range = self.range;
+        let range = snap.clamp(self.range);
         let aggs = &self.aggs;
-        let run_one =
-            |m: MachineIdx, budget: &AtomicUsize| -> Result<(Vec<BucketSeries>, QueryCounters)> {
-                let sel = resolve_fields(&snap, m, fields);
-                let mut counters = QueryCounters::default();
-                if sel.is_empty() || range.is_empty() {
-                    return Ok((Vec::new(), counters));
-                }
-                let builders =
-                    downsample_machine(&snap, m, range, bucketing, &sel, &mut counters, budget)?;
-                let name = snap.catalog.entry(m).name.clone();
-                let series = sel
-                    .iter()
-                    .zip(builders)
-                    .filter(|(_, b)| !b.buckets.is_empty())
-                    .map(|((_, f, ty), b)| b.finish(name.clone(), f.clone(), *ty, aggs))
-                    .collect();
-                Ok((series, counters))
-            };
-        let per_machine = run_parallel(&machines, self.max_buckets, run_one)?;
-        let mut out = Downsampled {
-            series: Vec::new(),
-            counters: QueryCounters::default(),
+        let run_one = |m: MachineIdx, budget: &AtomicUsize| -> Result<(Vec<BucketSeries>, QueryCounters)> {
+            let sel = resolve_fields(&snap, m, fields);
+            let mut counters = QueryCounters::default();
+            if sel.is_empty() || range.is_empty() {
+                return Ok((Vec::new(), counters));
+            }
+            let builders = downsample_machine(&snap, m, range, bucketing, &sel, &mut counters, budget)?;
+            let name = snap.catalog.entry(m).name.clone();
+            let series = sel
+                .iter()
+                .zip(builders)
+                .filter(|(_, b)| !b.buckets.is_empty())
+                .map(|((_, f, ty), b)| b.finish(name.clone(), f.clone(), *ty, aggs))
+                .collect();
+            Ok((series, counters))
         };
+        let per_machine = run_parallel(&machines, self.max_buckets, run_one)?;
+        let mut out = Downsampled { series: Vec::new(), counters: QueryCounters::default() };
         for (series, c) in per_machine {
             out.series.extend(series);
             out.counters.add(&c);
@@ -350,10 +337,7 @@ pub(crate) fn run_parallel<T: Send>(
     f: impl Fn(MachineIdx, &AtomicUsize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let budget = AtomicUsize::new(buckets_max);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(machines.len())
-        .max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(machines.len()).max(1);
     if threads == 1 {
         return machines.iter().map(|&m| f(m, &budget)).collect();
     }
@@ -371,10 +355,7 @@ pub(crate) fn run_parallel<T: Send>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("query worker panicked"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("query worker panicked")).collect()
     });
     let mut all: Vec<(usize, T)> = Vec::with_capacity(machines.len());
     for r in results {
@@ -409,14 +390,8 @@ impl SeriesBuilder {
     #[inline]
     fn acc(&mut self, bucket: Timestamp, budget: &AtomicUsize) -> Result<&mut Acc> {
         if self.buckets.last() != Some(&bucket) {
-            debug_assert!(
-                self.buckets.last().is_none_or(|&b| b < bucket),
-                "buckets out of order"
-            );
-            if budget
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                .is_err()
-            {
+            debug_assert!(self.buckets.last().is_none_or(|&b| b < bucket), "buckets out of order");
+            if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
                 return Err(Error::invalid(
                     "the query would return more buckets than its limit; use a wider bucket or a shorter range",
                 ));
@@ -436,13 +411,7 @@ impl SeriesBuilder {
         Ok(self.accs.last_mut().unwrap())
     }
 
-    fn add_stats(
-        &mut self,
-        ty: FieldType,
-        bucket: Timestamp,
-        s: &Stats,
-        budget: &AtomicUsize,
-    ) -> Result<()> {
+    fn add_stats(&mut self, ty: FieldType, bucket: Timestamp, s: &Stats, budget: &AtomicUsize) -> Result<()> {
         if s.count == 0 {
             return Ok(());
         }
@@ -509,36 +478,21 @@ impl SeriesBuilder {
         Ok(added)
     }
 
-    fn finish(
-        self,
-        machine: Arc<str>,
-        field: Arc<str>,
-        ty: FieldType,
-        aggs: &[Agg],
-    ) -> BucketSeries {
-        let typed =
-            |f: &dyn Fn(&Acc) -> u64| Values::from_bits(ty, self.accs.iter().map(f).collect());
+    fn finish(self, machine: Arc<str>, field: Arc<str>, ty: FieldType, aggs: &[Agg]) -> BucketSeries {
+        let typed = |f: &dyn Fn(&Acc) -> u64| Values::from_bits(ty, self.accs.iter().map(f).collect());
         let cols = aggs
             .iter()
             .map(|a| match a {
                 Agg::Count => AggColumn::Count(self.accs.iter().map(|a| a.count).collect()),
                 Agg::Sum => AggColumn::Sum(self.accs.iter().map(|a| a.sum).collect()),
-                Agg::Avg => {
-                    AggColumn::Avg(self.accs.iter().map(|a| a.sum / a.count as f64).collect())
-                }
+                Agg::Avg => AggColumn::Avg(self.accs.iter().map(|a| a.sum / a.count as f64).collect()),
                 Agg::Min => AggColumn::Min(typed(&|a| a.min)),
                 Agg::Max => AggColumn::Max(typed(&|a| a.max)),
                 Agg::First => AggColumn::First(typed(&|a| a.first)),
                 Agg::Last => AggColumn::Last(typed(&|a| a.last)),
             })
             .collect();
-        BucketSeries {
-            machine,
-            field,
-            field_type: ty,
-            buckets: self.buckets,
-            aggs: cols,
-        }
+        BucketSeries { machine, field, field_type: ty, buckets: self.buckets, aggs: cols }
     }
 }
 
@@ -572,12 +526,7 @@ struct Item {
 #[derive(Clone, Copy)]
 enum Src {
     /// Segment (index into the window's list), group, block, position of the field in it.
-    Block {
-        seg: usize,
-        group: usize,
-        block: usize,
-        pos: usize,
-    },
+    Block { seg: usize, group: usize, block: usize, pos: usize },
     /// The memtable rows of the window.
     Mem,
 }
@@ -602,10 +551,8 @@ fn downsample_machine(
     while w < segs.len() {
         // The window: every segment of this partition.
         let p = segs[w].0.index.partition_start;
-        let end = segs[w..]
-            .iter()
-            .position(|(s, _)| s.index.partition_start != p)
-            .map_or(segs.len(), |k| w + k);
+        let end =
+            segs[w..].iter().position(|(s, _)| s.index.partition_start != p).map_or(segs.len(), |k| w + k);
         let window = &segs[w..end];
         w = end;
         let p_end = p.saturating_add(window[0].0.index.partition_width);
@@ -613,17 +560,7 @@ fn downsample_machine(
         let hi = p_end.min(range.end);
         // Memtable rows before the window overlap no segment: aggregate them as they are.
         let before = mem_at + mem.ts[mem_at..].partition_point(|&t| t < lo);
-        add_mem_rows(
-            &mem,
-            mem_at,
-            before,
-            sel,
-            &bucketing,
-            range,
-            &mut builders,
-            counters,
-            budget,
-        )?;
+        add_mem_rows(&mem, mem_at, before, sel, &bucketing, range, &mut builders, counters, budget)?;
         let mem_end = before + mem.ts[before..].partition_point(|&t| t < hi);
         let mem_w = crate::rows::slice(&mem, before, mem_end);
         mem_at = mem_end;
@@ -631,22 +568,20 @@ fn downsample_machine(
         let mut ts_cache: HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>> = HashMap::new();
         for (k, (_, fname, ty)) in sel.iter().enumerate() {
             let mut items = Vec::new();
-            for (si, (_, mi)) in window.iter().enumerate() {
+            // Per segment of the window: the deletes that hide values of this field in it.
+            let mut dels: Vec<Vec<TimeRange>> = vec![Vec::new(); window.len()];
+            for (si, (seg, mi)) in window.iter().enumerate() {
                 let Some((g, pos)) = mi.locate(fname) else {
                     continue;
                 };
+                dels[si] = ranges_for(&snap.version.tombstones, &name, fname, seg.index.applied_seq);
                 for (bi, b) in mi.groups[g].blocks.iter().enumerate() {
                     if win_range.overlaps(b.ts_min, b.ts_max) && b.fields[pos].stats.count > 0 {
                         items.push(Item {
                             ts_min: b.ts_min,
                             ts_max: b.ts_max,
                             rank: si,
-                            src: Src::Block {
-                                seg: si,
-                                group: g,
-                                block: bi,
-                                pos,
-                            },
+                            src: Src::Block { seg: si, group: g, block: bi, pos },
                         });
                     }
                 }
@@ -655,12 +590,7 @@ fn downsample_machine(
                 let mut valid_ts = c.valid.ones().map(|i| mem_w.ts[i]);
                 if let Some(first) = valid_ts.next() {
                     let last = valid_ts.last().unwrap_or(first);
-                    items.push(Item {
-                        ts_min: first,
-                        ts_max: last,
-                        rank: usize::MAX,
-                        src: Src::Mem,
-                    });
+                    items.push(Item { ts_min: first, ts_max: last, rank: usize::MAX, src: Src::Mem });
                 }
             }
             items.sort_by_key(|it| (it.ts_min, it.rank));
@@ -677,15 +607,11 @@ fn downsample_machine(
                 let builder = &mut builders[k];
                 if let [one] = cluster {
                     match one.src {
-                        Src::Block {
-                            seg,
-                            group,
-                            block,
-                            pos,
-                        } => {
+                        Src::Block { seg, group, block, pos } => {
                             let bi = &window[seg].1.groups[group].blocks[block];
                             let inside = bi.ts_min >= range.start && bi.ts_max < range.end;
-                            if inside && bucketing.of(bi.ts_min) == bucketing.of(bi.ts_max) {
+                            let deleted = any_overlap(&dels[seg], bi.ts_min, bi.ts_max);
+                            if inside && !deleted && bucketing.of(bi.ts_min) == bucketing.of(bi.ts_max) {
                                 builder.add_stats(
                                     *ty,
                                     bucketing.of(bi.ts_min),
@@ -695,7 +621,7 @@ fn downsample_machine(
                                 counters.blocks_from_stats += 1;
                                 continue;
                             }
-                            let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, counters)?;
+                            let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, &dels, counters)?;
                             builder.add_rows(*ty, &bucketing, range, &ts, &col, budget)?;
                         }
                         Src::Mem => {
@@ -713,16 +639,10 @@ fn downsample_machine(
                 for it in ordered {
                     let rows = match it.src {
                         Src::Block { .. } => {
-                            let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, counters)?;
-                            RowSet {
-                                ts: ts.to_vec(),
-                                cols: vec![Some(col)],
-                            }
+                            let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, &dels, counters)?;
+                            RowSet { ts: ts.to_vec(), cols: vec![Some(col)] }
                         }
-                        Src::Mem => RowSet {
-                            ts: mem_w.ts.clone(),
-                            cols: vec![mem_w.cols[k].clone()],
-                        },
+                        Src::Mem => RowSet { ts: mem_w.ts.clone(), cols: vec![mem_w.cols[k].clone()] },
                     };
                     merged = merged.merge_newer(rows);
                 }
@@ -732,37 +652,20 @@ fn downsample_machine(
             }
         }
     }
-    add_mem_rows(
-        &mem,
-        mem_at,
-        mem.len(),
-        sel,
-        &bucketing,
-        range,
-        &mut builders,
-        counters,
-        budget,
-    )?;
+    add_mem_rows(&mem, mem_at, mem.len(), sel, &bucketing, range, &mut builders, counters, budget)?;
     Ok(builders)
 }
 
-/// Decodes one field of one block (its timestamps cached per window).
+/// Decodes one field of one block (its timestamps cached per window), hiding deleted values.
 fn decode(
     window: &[(&Segment, &MachineIndex)],
     cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
     src: Src,
     ty: FieldType,
+    dels: &[Vec<TimeRange>],
     counters: &mut QueryCounters,
 ) -> Result<(Arc<Vec<Timestamp>>, ColData)> {
-    let Src::Block {
-        seg,
-        group,
-        block,
-        pos,
-    } = src
-    else {
-        unreachable!("decode of a memtable item")
-    };
+    let Src::Block { seg, group, block, pos } = src else { unreachable!("decode of a memtable item") };
     let (s, mi) = window[seg];
     let b = &mi.groups[group].blocks[block];
     let ts = match cache.get(&(seg, group, block)) {
@@ -775,7 +678,8 @@ fn decode(
             ts
         }
     };
-    let col = s.block_field(ty, b.rows as usize, &b.fields[pos])?;
+    let mut col = s.block_field(ty, b.rows as usize, &b.fields[pos])?;
+    mask(&ts, &mut col.valid, &dels[seg]);
     counters.blocks_decoded += 1;
     counters.points_decoded += b.fields[pos].stats.count as u64;
     Ok((ts, col))
@@ -800,8 +704,7 @@ fn add_mem_rows(
     let part = crate::rows::slice(mem, lo, hi);
     for (k, (_, _, ty)) in sel.iter().enumerate() {
         if let Some(col) = &part.cols[k] {
-            counters.memtable_points +=
-                builders[k].add_rows(*ty, bucketing, range, &part.ts, col, budget)?;
+            counters.memtable_points += builders[k].add_rows(*ty, bucketing, range, &part.ts, col, budget)?;
         }
     }
     Ok(())

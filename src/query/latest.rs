@@ -16,6 +16,7 @@ use crate::model::{FieldType, Timestamp, Value};
 use super::Machines;
 use super::downsample::run_parallel;
 use super::scan::{resolve_fields, resolve_machines};
+use crate::tombstone::{any_overlap, mask, ranges_for};
 
 /// The latest value of one field of one machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,11 +74,7 @@ impl Db {
     /// # Ok::<(), gemba::Error>(())
     /// ```
     pub fn latest(&self, machines: impl Into<Machines>) -> Latest<'_> {
-        Latest {
-            db: self,
-            machines: machines.into(),
-            fields: None,
-        }
+        Latest { db: self, machines: machines.into(), fields: None }
     }
 
     /// Every machine with its fields, their types and its time bounds, in byte-wise id order.
@@ -113,14 +110,7 @@ fn machine_info(snap: &Snapshot, m: MachineIdx) -> MachineInfo {
     }
     MachineInfo {
         name: e.name.clone(),
-        fields: e
-            .fields
-            .iter()
-            .map(|f| FieldInfo {
-                name: f.name.clone(),
-                field_type: f.ty,
-            })
-            .collect(),
+        fields: e.fields.iter().map(|f| FieldInfo { name: f.name.clone(), field_type: f.ty }).collect(),
         time_bounds: bounds,
     }
 }
@@ -138,31 +128,25 @@ impl<'a> Latest<'a> {
         let machines = resolve_machines(&snap, &self.machines);
         let fields = self.fields.as_deref();
         let per = if machines.len() >= 256 {
-            run_parallel(&machines, 0, |m, _| Ok(latest_machine(&snap, m, fields)))?
+            run_parallel(&machines, 0, |m, _| latest_machine(&snap, m, fields))?
         } else {
-            machines
-                .iter()
-                .map(|&m| latest_machine(&snap, m, fields))
-                .collect()
+            machines.iter().map(|&m| latest_machine(&snap, m, fields)).collect::<Result<Vec<_>>>()?
         };
         Ok(per.into_iter().flatten().collect())
     }
 }
 
-fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> Vec<LatestValue> {
+fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> Result<Vec<LatestValue>> {
     let sel = resolve_fields(snap, m, fields);
     let e = snap.catalog.entry(m);
     let idx: Vec<FieldIdx> = sel.iter().map(|s| s.0).collect();
     // Per field: (ts, rank, bits); a larger ts wins, then a higher rank (newer source).
     let mut best: Vec<Option<(Timestamp, usize, u64)>> = vec![None; sel.len()];
     let v = &snap.version;
-    for (r, mt) in v
-        .frozen
-        .iter()
-        .chain(std::iter::once(&v.active))
-        .enumerate()
-    {
-        for (k, l) in mt.latest(m, snap.seq, &idx).into_iter().enumerate() {
+    let names: Vec<&str> = sel.iter().map(|(_, n, _)| &**n).collect();
+    let dels = crate::memtable::dels_for(&v.tombstones, &e.name, &names);
+    for (r, mt) in v.frozen.iter().chain(std::iter::once(&v.active)).enumerate() {
+        for (k, l) in mt.latest(m, snap.seq, &idx, &dels).into_iter().enumerate() {
             if let Some((ts, bits)) = l {
                 let cand = (ts, usize::MAX - 1000 + r, bits);
                 if best[k].is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
@@ -177,10 +161,7 @@ fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> 
     let mut i = segs.len();
     while i > 0 && settled.iter().any(|s| !s) {
         let p = segs[i - 1].index.partition_start;
-        let start = segs[..i]
-            .iter()
-            .rposition(|s| s.index.partition_start != p)
-            .map_or(0, |k| k + 1);
+        let start = segs[..i].iter().rposition(|s| s.index.partition_start != p).map_or(0, |k| k + 1);
         for (rank, seg) in segs[start..i].iter().enumerate() {
             let Some(mi) = seg.machine(&e.name) else {
                 continue;
@@ -192,14 +173,29 @@ fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> 
                 let Some((g, pos)) = mi.locate(name) else {
                     continue;
                 };
-                let last = mi.groups[g]
-                    .blocks
-                    .iter()
-                    .rev()
-                    .map(|b| b.fields[pos].stats)
-                    .find(|s| s.count > 0);
-                if let Some(s) = last {
-                    let cand = (s.last_ts, rank, s.last);
+                let ranges = ranges_for(&v.tombstones, &e.name, name, seg.index.applied_seq);
+                let mut last = None;
+                for b in mi.groups[g].blocks.iter().rev() {
+                    let s = b.fields[pos].stats;
+                    if s.count == 0 {
+                        continue;
+                    }
+                    if !any_overlap(&ranges, b.ts_min, b.ts_max) {
+                        last = Some((s.last_ts, s.last));
+                        break;
+                    }
+                    // A delete touches this block: decode it and skip the hidden values.
+                    let mut ts = Vec::new();
+                    seg.block_ts(b, &mut ts)?;
+                    let mut col = seg.block_field(sel[k].2, b.rows as usize, &b.fields[pos])?;
+                    mask(&ts, &mut col.valid, &ranges);
+                    if let Some(i) = (0..ts.len()).rev().find(|&i| col.valid.get(i)) {
+                        last = Some((ts[i], col.vals[i]));
+                        break;
+                    }
+                }
+                if let Some((last_ts, last)) = last {
+                    let cand = (last_ts, rank, last);
                     if best[k].is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
                         best[k] = Some(cand);
                     }
@@ -214,7 +210,10 @@ fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> 
         }
         i = start;
     }
-    sel.iter()
+    // Retention: a latest value older than the cut-off means none is left.
+    let best = best.into_iter().map(|b| b.filter(|(ts, _, _)| *ts >= snap.ts_floor));
+    Ok(sel
+        .iter()
         .zip(best)
         .filter_map(|((_, name, ty), b)| {
             b.map(|(ts, _, bits)| LatestValue {
@@ -224,5 +223,5 @@ fn latest_machine(snap: &Snapshot, m: MachineIdx, fields: Option<&[String]>) -> 
                 value: Value::from_bits(*ty, bits),
             })
         })
-        .collect()
+        .collect())
 }

@@ -131,30 +131,13 @@ impl Column {
 
     /// Row `i`'s value, if present.
     pub fn value(&self, i: usize) -> Option<Value> {
-        if self.is_valid(i) {
-            self.values.get(i)
-        } else {
-            None
-        }
+        if self.is_valid(i) { self.values.get(i) } else { None }
     }
 
-    pub(crate) fn from_col(
-        name: Arc<str>,
-        ty: FieldType,
-        col: Option<ColData>,
-        rows: usize,
-    ) -> Column {
+    pub(crate) fn from_col(name: Arc<str>, ty: FieldType, col: Option<ColData>, rows: usize) -> Column {
         let col = col.unwrap_or_else(|| ColData::missing(rows));
-        let validity = if col.valid.all() {
-            None
-        } else {
-            Some(bitmap_to_vec(&col.valid))
-        };
-        Column {
-            name,
-            values: Values::from_bits(ty, col.vals),
-            validity,
-        }
+        let validity = if col.valid.all() { None } else { Some(bitmap_to_vec(&col.valid)) };
+        Column { name, values: Values::from_bits(ty, col.vals), validity }
     }
 }
 

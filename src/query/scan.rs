@@ -76,8 +76,8 @@ impl<'a> Scan<'a> {
         let snap = self.db.snapshot()?;
         let machines = resolve_machines(&snap, &self.machines);
         Ok(ScanIter {
+            range: snap.clamp(self.range),
             snap,
-            range: self.range,
             fields: self.fields,
             batch_rows: self.batch_rows,
             machines: machines.into(),
@@ -98,12 +98,7 @@ pub(crate) fn resolve_machines(snap: &Snapshot, machines: &Machines) -> Vec<Mach
         Machines::All => (0..cat.machines.len() as MachineIdx).collect(),
         Machines::List(names) => names.iter().filter_map(|n| cat.machine(n)).collect(),
     };
-    v.sort_by(|&a, &b| {
-        cat.entry(a)
-            .name
-            .as_bytes()
-            .cmp(cat.entry(b).name.as_bytes())
-    });
+    v.sort_by(|&a, &b| cat.entry(a).name.as_bytes().cmp(cat.entry(b).name.as_bytes()));
     v.dedup();
     v
 }
@@ -116,12 +111,7 @@ pub(crate) fn resolve_fields(
 ) -> Vec<(FieldIdx, Arc<str>, FieldType)> {
     let e = snap.catalog.entry(m);
     match fields {
-        None => e
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (i as FieldIdx, f.name.clone(), f.ty))
-            .collect(),
+        None => e.fields.iter().enumerate().map(|(i, f)| (i as FieldIdx, f.name.clone(), f.ty)).collect(),
         Some(names) => {
             let mut out: Vec<(FieldIdx, Arc<str>, FieldType)> = Vec::new();
             for n in names {
@@ -164,9 +154,12 @@ pub(crate) fn read_memtables(
     fields: &[FieldIdx],
 ) -> RowSet {
     let v = &snap.version;
+    let e = snap.catalog.entry(m);
+    let names: Vec<&str> = fields.iter().map(|&f| &*e.fields[f as usize].name).collect();
+    let dels = crate::memtable::dels_for(&v.tombstones, &e.name, &names);
     let mut out = RowSet::empty(fields.len());
     for mt in v.frozen.iter().chain(std::iter::once(&v.active)) {
-        out = out.merge_newer(mt.read(m, range, snap.seq, fields));
+        out = out.merge_newer(mt.read(m, range, snap.seq, fields, &dels));
     }
     out
 }
@@ -208,7 +201,7 @@ impl MachineScan {
                 let win = TimeRange { start: lo, end: hi };
                 let mut rows = RowSet::empty(self.fields.len());
                 for (seg, mi) in machine_segments(snap, &self.machine, win) {
-                    rows = rows.merge_newer(seg.read(mi, win, &names)?);
+                    rows = rows.merge_newer(seg.read(mi, win, &names, &snap.version.tombstones)?);
                 }
                 let end = self.mem_at + self.mem.ts[self.mem_at..].partition_point(|&t| t < hi);
                 if end > self.mem_at {
@@ -290,11 +283,7 @@ impl ScanIter {
                     .zip(rows.cols)
                     .map(|((name, ty), col)| Column::from_col(name.clone(), *ty, col, n))
                     .collect();
-                return Ok(Some(Batch {
-                    machine: cur.machine.clone(),
-                    ts: rows.ts,
-                    columns,
-                }));
+                return Ok(Some(Batch { machine: cur.machine.clone(), ts: rows.ts, columns }));
             }
             match cur.next_window(&self.snap, self.range)? {
                 Some(mut rows) => {

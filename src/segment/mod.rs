@@ -111,6 +111,9 @@ pub(crate) struct SegmentIndex {
     pub(crate) partition_width: i64,
     pub(crate) min_seq: u64,
     pub(crate) max_seq: u64,
+    /// Every delete with a sequence number up to this was applied when the file was written
+    /// (at least `max_seq`): only later deletes can hide its values.
+    pub(crate) applied_seq: u64,
     /// Sorted by name, byte-wise.
     pub(crate) machines: Vec<MachineIndex>,
 }
@@ -128,11 +131,8 @@ mod tests {
 
     fn col(vals: Vec<u64>, valid: impl Fn(usize) -> bool) -> Option<ColData> {
         let mut bm = Bitmap::new();
-        let vals = vals
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| if valid(i) { v } else { 0 })
-            .collect::<Vec<_>>();
+        let vals =
+            vals.into_iter().enumerate().map(|(i, v)| if valid(i) { v } else { 0 }).collect::<Vec<_>>();
         for i in 0..vals.len() {
             bm.push(valid(i));
         }
@@ -144,15 +144,8 @@ mod tests {
         let n = 23usize;
         let ts: Vec<i64> = (0..n as i64).map(|i| 1000 + i * 10 + (i % 3)).collect();
         let specials = [f64::NAN, -0.0, f64::INFINITY, f64::MIN_POSITIVE / 3.0, 1.5];
-        let f: Vec<u64> = (0..n)
-            .map(|i| {
-                if i < 5 {
-                    specials[i].to_bits()
-                } else {
-                    (i as f64 * 0.1).to_bits()
-                }
-            })
-            .collect();
+        let f: Vec<u64> =
+            (0..n).map(|i| if i < 5 { specials[i].to_bits() } else { (i as f64 * 0.1).to_bits() }).collect();
         let g: Vec<u64> = (0..n).map(|i| (i as i64 * -7_000_000_000) as u64).collect();
         let b: Vec<u64> = (0..n).map(|i| (i % 4 == 0) as u64).collect();
         let s: Vec<u64> = (0..n).map(|i| (i as f64).to_bits()).collect();
@@ -164,18 +157,11 @@ mod tests {
         ];
         let rows = RowSet {
             ts: ts.clone(),
-            cols: vec![
-                col(f, |i| i != 7),
-                col(g, |_| true),
-                col(b, |i| i % 5 != 1),
-                col(s, |i| i % 6 == 0),
-            ],
+            cols: vec![col(f, |i| i != 7), col(g, |_| true), col(b, |i| i % 5 != 1), col(s, |i| i % 6 == 0)],
         };
         let m1 = MachineData::new("press-01".into(), &schema, rows);
-        let rows2 = RowSet {
-            ts: ts[..3].to_vec(),
-            cols: vec![col(vec![1, 2, 3], |_| true), None, None, None],
-        };
+        let rows2 =
+            RowSet { ts: ts[..3].to_vec(), cols: vec![col(vec![1, 2, 3], |_| true), None, None, None] };
         let m2 = MachineData::new("pump/ü".into(), &schema, rows2);
         vec![m1, m2]
     }
@@ -184,13 +170,13 @@ mod tests {
         let mut out = Vec::new();
         for m in &seg.index.machines {
             let names: Vec<&str> = m.fields.iter().map(|(n, _)| &**n).collect();
-            out.push(seg.read(m, TimeRange::ALL, &names)?);
+            out.push(seg.read(m, TimeRange::ALL, &names, &[])?);
         }
         Ok(out)
     }
 
     fn encode(block_rows: usize) -> Vec<u8> {
-        encode_segment(0, 1 << 20, 1, 9, &sample(), block_rows).0
+        encode_segment(0, 1 << 20, 1, 9, 9, &sample(), block_rows).0
     }
 
     #[test]
@@ -208,18 +194,12 @@ mod tests {
                 seg.verify().unwrap(),
                 sample()
                     .iter()
-                    .map(|m| m
-                        .rows
-                        .cols
-                        .iter()
-                        .flatten()
-                        .map(|c| c.valid.count_ones() as u64)
-                        .sum::<u64>())
+                    .map(|m| m.rows.cols.iter().flatten().map(|c| c.valid.count_ones() as u64).sum::<u64>())
                     .sum()
             );
             // A range read returns exactly the rows inside.
             let names = ["speed", "count"];
-            let r = seg.read(m, TimeRange::from(1050..1101), &names).unwrap();
+            let r = seg.read(m, TimeRange::from(1050..1101), &names, &[]).unwrap();
             assert!(r.ts.iter().all(|&t| (1050..1101).contains(&t)));
             assert_eq!(r.ts.len(), 5);
         }
@@ -228,15 +208,10 @@ mod tests {
     #[test]
     fn every_bit_flip_and_truncation_is_an_error_or_the_right_data() {
         let bytes = encode(4);
-        let want = read_all(
-            &Segment::from_bytes(PathBuf::from("s"), 1, Bytes::from(bytes.clone())).unwrap(),
-        )
-        .unwrap();
-        let check = |b: Vec<u8>, what: &str| match Segment::from_bytes(
-            PathBuf::from("s"),
-            1,
-            Bytes::from(b),
-        ) {
+        let want = read_all(&Segment::from_bytes(PathBuf::from("s"), 1, Bytes::from(bytes.clone())).unwrap())
+            .unwrap();
+        let check = |b: Vec<u8>, what: &str| match Segment::from_bytes(PathBuf::from("s"), 1, Bytes::from(b))
+        {
             Err(crate::Error::Corrupt { .. }) | Err(crate::Error::FormatVersion { .. }) => {}
             Err(e) => panic!("{what}: unexpected error {e}"),
             Ok(seg) => match read_all(&seg) {

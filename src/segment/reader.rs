@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::{Bytes, FileSystem};
 use crate::model::{Bitmap, FieldType, TimeRange, validate_field_name, validate_machine_id};
 use crate::rows::{ColData, RowSet};
+use crate::tombstone::{Tombstone, mask, ranges_for};
 
 /// An open segment file.
 #[derive(Debug)]
@@ -43,11 +44,7 @@ impl<'a> Dec<'a> {
             None => Error::corrupt(
                 self.file,
                 self.footer_offset,
-                format!(
-                    "{} (at byte {} of the compressed index)",
-                    what.into(),
-                    self.pos
-                ),
+                format!("{} (at byte {} of the compressed index)", what.into(), self.pos),
             ),
         }
     }
@@ -108,21 +105,14 @@ const FIELD_ENTRY_MIN: usize = 16 + 4 + 7 * 8;
 impl Segment {
     /// Maps and validates segment file `id` at `path`.
     pub(crate) fn open(fs: &dyn FileSystem, path: &Path, id: u64) -> Result<Segment> {
-        let data = fs
-            .map(path)
-            .map_err(|e| Error::io("open segment", path, e))?;
+        let data = fs.map(path).map_err(|e| Error::io("open segment", path, e))?;
         Segment::from_bytes(path.to_path_buf(), id, data)
     }
 
     /// Validates a segment held in memory.
     pub(crate) fn from_bytes(path: PathBuf, id: u64, data: Bytes) -> Result<Segment> {
         let index = parse(&path, &data)?;
-        Ok(Segment {
-            id,
-            path,
-            data,
-            index,
-        })
+        Ok(Segment { id, path, data, index })
     }
 
     /// Bytes of the file.
@@ -133,37 +123,26 @@ impl Segment {
     /// The machine's entry, by name.
     pub(crate) fn machine(&self, name: &str) -> Option<&MachineIndex> {
         let ms = &self.index.machines;
-        ms.binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes()))
-            .ok()
-            .map(|i| &ms[i])
+        ms.binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes())).ok().map(|i| &ms[i])
     }
 
     fn chunk_bytes(&self, c: &ChunkRef) -> Result<&[u8]> {
         // Offsets were checked against the file at open.
         let b = &self.data[c.offset as usize..(c.offset + c.len as u64) as usize];
         if crc32fast::hash(b) != c.crc {
-            return Err(Error::corrupt(
-                &self.path,
-                c.offset,
-                "block checksum mismatch",
-            ));
+            return Err(Error::corrupt(&self.path, c.offset, "block checksum mismatch"));
         }
         Ok(b)
     }
 
     fn codec_err(&self, c: &ChunkRef, e: codec::DecodeError) -> Error {
-        Error::corrupt(
-            &self.path,
-            c.offset + e.offset as u64,
-            format!("bad block: {}", e.what),
-        )
+        Error::corrupt(&self.path, c.offset + e.offset as u64, format!("bad block: {}", e.what))
     }
 
     /// Decodes a block's timestamps (checking they ascend within the block's bounds).
     pub(crate) fn block_ts(&self, b: &BlockIndex, out: &mut Vec<Timestamp>) -> Result<()> {
         let bytes = self.chunk_bytes(&b.ts_chunk)?;
-        codec::decode_timestamps(bytes, b.rows as usize, out)
-            .map_err(|e| self.codec_err(&b.ts_chunk, e))?;
+        codec::decode_timestamps(bytes, b.rows as usize, out).map_err(|e| self.codec_err(&b.ts_chunk, e))?;
         let ok = out.len() == b.rows as usize
             && out.first() == Some(&b.ts_min)
             && out.last() == Some(&b.ts_max)
@@ -179,12 +158,7 @@ impl Segment {
     }
 
     /// Decodes one field of a block into a column over the block's rows.
-    pub(crate) fn block_field(
-        &self,
-        ty: FieldType,
-        rows: usize,
-        fc: &FieldChunk,
-    ) -> Result<ColData> {
+    pub(crate) fn block_field(&self, ty: FieldType, rows: usize, fc: &FieldChunk) -> Result<ColData> {
         let c = &fc.chunk;
         let bytes = self.chunk_bytes(c)?;
         let count = fc.stats.count as usize;
@@ -206,10 +180,7 @@ impl Segment {
                 };
                 let mut valid = Vec::new();
                 codec::decode_bool(vbytes, rows, &mut valid).map_err(|e| {
-                    let c5 = ChunkRef {
-                        offset: c.offset + 5,
-                        ..*c
-                    };
+                    let c5 = ChunkRef { offset: c.offset + 5, ..*c };
                     self.codec_err(&c5, e)
                 })?;
                 if valid.iter().filter(|&&v| v).count() != count {
@@ -221,17 +192,11 @@ impl Segment {
         };
         let voff = (bytes.len() - values.len()) as u64;
         let vals = decode_values(ty, values, count).map_err(|e| {
-            let cv = ChunkRef {
-                offset: c.offset + voff,
-                ..*c
-            };
+            let cv = ChunkRef { offset: c.offset + voff, ..*c };
             self.codec_err(&cv, e)
         })?;
         Ok(match valid {
-            None => ColData {
-                vals,
-                valid: Bitmap::with_len(rows, true),
-            },
+            None => ColData { vals, valid: Bitmap::with_len(rows, true) },
             Some(valid) => {
                 let mut out = vec![0u64; rows];
                 let mut it = vals.into_iter();
@@ -242,21 +207,20 @@ impl Segment {
                     }
                     bm.push(v);
                 }
-                ColData {
-                    vals: out,
-                    valid: bm,
-                }
+                ColData { vals: out, valid: bm }
             }
         })
     }
 
-    /// A machine's rows in `range` for the requested fields (by name; `None` entries and
-    /// fields this segment lacks give `None` columns). Blocks outside the range are skipped.
+    /// A machine's rows in `range` for the requested fields (by name; fields this segment
+    /// lacks give `None` columns), with values hidden by `tombs` masked. Blocks outside the
+    /// range are skipped.
     pub(crate) fn read(
         &self,
         m: &MachineIndex,
         range: TimeRange,
         fields: &[&str],
+        tombs: &[Arc<Tombstone>],
     ) -> Result<RowSet> {
         let mut out = RowSet::empty(fields.len());
         if !range.overlaps(m.ts_min, m.ts_max) {
@@ -276,28 +240,20 @@ impl Segment {
             }
             let grp = &m.groups[g];
             let mut part = RowSet::empty(fields.len());
-            for b in grp
-                .blocks
-                .iter()
-                .filter(|b| range.overlaps(b.ts_min, b.ts_max))
-            {
+            for b in grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max)) {
                 self.block_ts(b, &mut ts)?;
                 let lo = ts.partition_point(|&t| t < range.start);
                 let hi = ts.partition_point(|&t| t < range.end);
-                let mut rows = RowSet {
-                    ts: ts[lo..hi].to_vec(),
-                    cols: vec![None; fields.len()],
-                };
+                let mut rows = RowSet { ts: ts[lo..hi].to_vec(), cols: vec![None; fields.len()] };
                 for &(p, col) in wanted {
                     let ty = m.fields[grp.fields[p] as usize].1;
-                    let c = self.block_field(ty, b.rows as usize, &b.fields[p])?;
+                    let mut c = self.block_field(ty, b.rows as usize, &b.fields[p])?;
+                    let dels = ranges_for(tombs, &m.name, fields[col], self.index.applied_seq);
+                    mask(&ts, &mut c.valid, &dels);
                     let c = if lo == 0 && hi == ts.len() {
                         c
                     } else {
-                        ColData {
-                            vals: c.vals[lo..hi].to_vec(),
-                            valid: c.valid.slice(lo, hi),
-                        }
+                        ColData { vals: c.vals[lo..hi].to_vec(), valid: c.valid.slice(lo, hi) }
                     };
                     rows.cols[col] = Some(c);
                 }
@@ -329,11 +285,7 @@ impl Segment {
     }
 }
 
-pub(crate) fn decode_values(
-    ty: FieldType,
-    bytes: &[u8],
-    n: usize,
-) -> Result<Vec<u64>, codec::DecodeError> {
+pub(crate) fn decode_values(ty: FieldType, bytes: &[u8], n: usize) -> Result<Vec<u64>, codec::DecodeError> {
     Ok(match ty {
         FieldType::F64 => {
             let mut v = Vec::new();
@@ -357,11 +309,7 @@ pub(crate) fn decode_values(
 fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
     let len = data.len();
     if len < HEADER_LEN + TRAILER_LEN {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("file of {len} bytes is shorter than a segment"),
-        ));
+        return Err(Error::corrupt(path, 0, format!("file of {len} bytes is shorter than a segment")));
     }
     if &data[0..8] != MAGIC {
         return Err(Error::corrupt(path, 0, "bad magic"));
@@ -377,19 +325,11 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
     let t = &data[len - TRAILER_LEN..];
     let t_off = (len - TRAILER_LEN) as u64;
     if &t[24..32] != END_MAGIC {
-        return Err(Error::corrupt(
-            path,
-            t_off + 24,
-            "bad trailer magic (truncated file?)",
-        ));
+        return Err(Error::corrupt(path, t_off + 24, "bad trailer magic (truncated file?)"));
     }
     let tversion = u16::from_le_bytes(t[22..24].try_into().unwrap());
     if tversion != version {
-        return Err(Error::corrupt(
-            path,
-            t_off + 22,
-            "trailer version disagrees with the header",
-        ));
+        return Err(Error::corrupt(path, t_off + 22, "trailer version disagrees with the header"));
     }
     let footer_offset = u64::from_le_bytes(t[0..8].try_into().unwrap());
     let stored_len = u32::from_le_bytes(t[8..12].try_into().unwrap()) as u64;
@@ -397,29 +337,17 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
     let crc = u32::from_le_bytes(t[16..20].try_into().unwrap());
     let codec_id = t[20];
     if footer_offset < HEADER_LEN as u64 || footer_offset.checked_add(stored_len) != Some(t_off) {
-        return Err(Error::corrupt(
-            path,
-            t_off,
-            "index position disagrees with the file size",
-        ));
+        return Err(Error::corrupt(path, t_off, "index position disagrees with the file size"));
     }
     let stored = &data[footer_offset as usize..t_off as usize];
     if crc32fast::hash(stored) != crc {
-        return Err(Error::corrupt(
-            path,
-            footer_offset,
-            "index checksum mismatch",
-        ));
+        return Err(Error::corrupt(path, footer_offset, "index checksum mismatch"));
     }
     let decompressed;
     let (bytes, base) = match codec_id {
         FOOTER_RAW => {
             if raw_len != stored.len() {
-                return Err(Error::corrupt(
-                    path,
-                    t_off + 12,
-                    "raw index length disagrees",
-                ));
+                return Err(Error::corrupt(path, t_off + 12, "raw index length disagrees"));
             }
             (stored, Some(footer_offset))
         }
@@ -428,35 +356,22 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
                 return Err(Error::corrupt(path, t_off + 12, "index too large"));
             }
             decompressed = zstd::bulk::decompress(stored, raw_len).map_err(|e| {
-                Error::corrupt(
-                    path,
-                    footer_offset,
-                    format!("index does not decompress: {e}"),
-                )
+                Error::corrupt(path, footer_offset, format!("index does not decompress: {e}"))
             })?;
             if decompressed.len() != raw_len {
-                return Err(Error::corrupt(
-                    path,
-                    footer_offset,
-                    "index length disagrees",
-                ));
+                return Err(Error::corrupt(path, footer_offset, "index length disagrees"));
             }
             (&decompressed[..], None)
         }
         _ => return Err(Error::corrupt(path, t_off + 20, "unknown index codec")),
     };
-    let mut d = Dec {
-        bytes,
-        pos: 0,
-        file: path,
-        base,
-        footer_offset,
-    };
+    let mut d = Dec { bytes, pos: 0, file: path, base, footer_offset };
     let partition_start = d.i64()?;
     let partition_width = d.i64()?;
     let min_seq = d.u64()?;
     let max_seq = d.u64()?;
-    if partition_width <= 0 || min_seq > max_seq {
+    let applied_seq = d.u64()?;
+    if partition_width <= 0 || min_seq > max_seq || applied_seq < max_seq {
         return Err(d.err("bad partition or sequence bounds"));
     }
     let partition_end = partition_start.checked_add(partition_width);
@@ -466,10 +381,7 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
     for _ in 0..n_machines {
         let name = d.name()?;
         validate_machine_id(name).map_err(|e| d.err(e.to_string()))?;
-        if machines
-            .last()
-            .is_some_and(|p| p.name.as_bytes() >= name.as_bytes())
-        {
+        if machines.last().is_some_and(|p| p.name.as_bytes() >= name.as_bytes()) {
             return Err(d.err("machines not sorted"));
         }
         let name: Arc<str> = Arc::from(name);
@@ -519,10 +431,8 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
                 if rows == 0 || rows as usize > crate::BLOCK_ROWS_MAX {
                     return Err(d.err(format!("block of {rows} rows")));
                 }
-                let span_ok =
-                    ts_min <= ts_max && (ts_max as i128 - ts_min as i128) >= rows as i128 - 1;
-                let in_partition =
-                    ts_min >= partition_start && partition_end.is_none_or(|e| ts_max < e);
+                let span_ok = ts_min <= ts_max && (ts_max as i128 - ts_min as i128) >= rows as i128 - 1;
+                let in_partition = ts_min >= partition_start && partition_end.is_none_or(|e| ts_max < e);
                 if !span_ok || !in_partition || prev_max.is_some_and(|p| ts_min <= p) {
                     return Err(d.err("block time bounds are impossible"));
                 }
@@ -542,32 +452,16 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
                     let first_ts = d.i64()?;
                     let last_ts = d.i64()?;
                     if count > rows
-                        || (count > 0
-                            && (first_ts < ts_min || last_ts > ts_max || first_ts > last_ts))
+                        || (count > 0 && (first_ts < ts_min || last_ts > ts_max || first_ts > last_ts))
                     {
                         return Err(d.err("field statistics are impossible"));
                     }
                     fcs.push(FieldChunk {
                         chunk,
-                        stats: Stats {
-                            count,
-                            min,
-                            max,
-                            sum,
-                            first,
-                            last,
-                            first_ts,
-                            last_ts,
-                        },
+                        stats: Stats { count, min, max, sum, first, last, first_ts, last_ts },
                     });
                 }
-                blocks.push(BlockIndex {
-                    rows,
-                    ts_min,
-                    ts_max,
-                    ts_chunk,
-                    fields: fcs,
-                });
+                blocks.push(BlockIndex { rows, ts_min, ts_max, ts_chunk, fields: fcs });
             }
             groups.push(GroupIndex { fields: gf, blocks });
         }
@@ -577,22 +471,10 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
         if groups.is_empty() {
             return Err(d.err("machine without data"));
         }
-        machines.push(MachineIndex {
-            name,
-            fields,
-            groups,
-            ts_min: m_min,
-            ts_max: m_max,
-        });
+        machines.push(MachineIndex { name, fields, groups, ts_min: m_min, ts_max: m_max });
     }
     if d.pos != bytes.len() {
         return Err(d.err("unexpected bytes after the index"));
     }
-    Ok(SegmentIndex {
-        partition_start,
-        partition_width,
-        min_seq,
-        max_seq,
-        machines,
-    })
+    Ok(SegmentIndex { partition_start, partition_width, min_seq, max_seq, applied_seq, machines })
 }

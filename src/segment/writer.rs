@@ -17,11 +17,7 @@ pub(crate) struct MachineData {
 
 impl MachineData {
     /// Builds from a row set whose columns line up with `schema`, dropping empty columns.
-    pub(crate) fn new(
-        name: Arc<str>,
-        schema: &[(Arc<str>, FieldType)],
-        rows: RowSet,
-    ) -> MachineData {
+    pub(crate) fn new(name: Arc<str>, schema: &[(Arc<str>, FieldType)], rows: RowSet) -> MachineData {
         let mut fields = Vec::new();
         let mut cols = Vec::new();
         for (f, c) in schema.iter().zip(rows.cols) {
@@ -32,11 +28,7 @@ impl MachineData {
                 cols.push(Some(c));
             }
         }
-        MachineData {
-            name,
-            fields,
-            rows: RowSet { ts: rows.ts, cols },
-        }
+        MachineData { name, fields, rows: RowSet { ts: rows.ts, cols } }
     }
 }
 
@@ -48,63 +40,127 @@ pub(crate) struct SegmentSummary {
     pub(crate) points: u64,
 }
 
-/// Encodes a segment of one partition. `machines` must be sorted by name, unique, and each
-/// must have rows (all inside the partition).
+/// Builds a segment file machine by machine, so a caller can stream the bytes to a file
+/// (`take_bytes`) while only the index stays in memory.
+pub(crate) struct SegmentBuilder {
+    out: Vec<u8>,
+    /// Bytes already taken by the caller (the offset of `out[0]` in the file).
+    taken: u64,
+    index: Vec<u8>,
+    machines: u32,
+    last: Option<Arc<str>>,
+    summary: SegmentSummary,
+    block_rows: usize,
+    head: [u8; 40],
+}
+
+impl SegmentBuilder {
+    pub(crate) fn new(
+        partition_start: Timestamp,
+        partition_width: i64,
+        min_seq: u64,
+        max_seq: u64,
+        applied_seq: u64,
+        block_rows: usize,
+    ) -> SegmentBuilder {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&[0u8; 6]);
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        let mut head = [0u8; 40];
+        head[0..8].copy_from_slice(&partition_start.to_le_bytes());
+        head[8..16].copy_from_slice(&partition_width.to_le_bytes());
+        head[16..24].copy_from_slice(&min_seq.to_le_bytes());
+        head[24..32].copy_from_slice(&max_seq.to_le_bytes());
+        head[32..40].copy_from_slice(&applied_seq.max(max_seq).to_le_bytes());
+        SegmentBuilder {
+            out,
+            taken: 0,
+            index: Vec::new(),
+            machines: 0,
+            last: None,
+            summary: SegmentSummary { ts_min: i64::MAX, ts_max: i64::MIN, points: 0 },
+            block_rows,
+            head,
+        }
+    }
+
+    /// Adds a machine; machines must come in byte-wise order of their ids, each with rows.
+    pub(crate) fn add(&mut self, m: &MachineData) {
+        debug_assert!(self.last.as_ref().is_none_or(|l| l.as_bytes() < m.name.as_bytes()));
+        debug_assert!(!m.rows.ts.is_empty() && !m.fields.is_empty());
+        self.summary.ts_min = self.summary.ts_min.min(m.rows.ts[0]);
+        self.summary.ts_max = self.summary.ts_max.max(*m.rows.ts.last().unwrap());
+        self.summary.points += encode_machine(m, self.block_rows, &mut self.out, self.taken, &mut self.index);
+        self.machines += 1;
+        self.last = Some(m.name.clone());
+    }
+
+    /// Machines added so far.
+    pub(crate) fn machines(&self) -> u32 {
+        self.machines
+    }
+
+    /// Bytes encoded but not yet taken.
+    pub(crate) fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Takes the bytes encoded so far (to write them to the file).
+    pub(crate) fn take_bytes(&mut self) -> Vec<u8> {
+        self.taken += self.out.len() as u64;
+        std::mem::take(&mut self.out)
+    }
+
+    /// Appends the index (compressed when that pays) and the trailer; returns the last bytes
+    /// to write and the summary. The file's total size is the bytes taken plus these.
+    pub(crate) fn finish(mut self) -> (Vec<u8>, SegmentSummary) {
+        let mut index = Vec::with_capacity(44 + self.index.len());
+        index.extend_from_slice(&self.head);
+        index.extend_from_slice(&self.machines.to_le_bytes());
+        index.extend_from_slice(&self.index);
+        let footer_offset = self.taken + self.out.len() as u64;
+        let compressed = zstd::bulk::compress(&index, 3).ok().filter(|c| c.len() < index.len());
+        let (codec_id, stored): (u8, &[u8]) = match &compressed {
+            Some(c) => (FOOTER_ZSTD, c),
+            None => (FOOTER_RAW, &index),
+        };
+        let out = &mut self.out;
+        out.extend_from_slice(stored);
+        out.extend_from_slice(&footer_offset.to_le_bytes());
+        out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(index.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
+        out.push(codec_id);
+        out.push(0);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(END_MAGIC);
+        (self.out, self.summary)
+    }
+}
+
+/// Encodes a whole segment of one partition in memory. `machines` must be sorted by name,
+/// unique, and each must have rows (all inside the partition).
+#[cfg(test)]
 pub(crate) fn encode_segment(
     partition_start: Timestamp,
     partition_width: i64,
     min_seq: u64,
     max_seq: u64,
+    applied_seq: u64,
     machines: &[MachineData],
     block_rows: usize,
 ) -> (Vec<u8>, SegmentSummary) {
-    debug_assert!(
-        machines
-            .windows(2)
-            .all(|w| w[0].name.as_bytes() < w[1].name.as_bytes())
-    );
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&[0u8; 6]);
-    debug_assert_eq!(out.len(), HEADER_LEN);
-
-    let mut index = Vec::new();
-    index.extend_from_slice(&partition_start.to_le_bytes());
-    index.extend_from_slice(&partition_width.to_le_bytes());
-    index.extend_from_slice(&min_seq.to_le_bytes());
-    index.extend_from_slice(&max_seq.to_le_bytes());
-    index.extend_from_slice(&(machines.len() as u32).to_le_bytes());
-    let mut summary = SegmentSummary {
-        ts_min: i64::MAX,
-        ts_max: i64::MIN,
-        points: 0,
-    };
+    let mut b =
+        SegmentBuilder::new(partition_start, partition_width, min_seq, max_seq, applied_seq, block_rows);
     for m in machines {
-        summary.ts_min = summary.ts_min.min(m.rows.ts[0]);
-        summary.ts_max = summary.ts_max.max(*m.rows.ts.last().unwrap());
-        summary.points += encode_machine(m, block_rows, &mut out, &mut index);
+        b.add(m);
     }
-
-    // The index, compressed when that pays.
-    let footer_offset = out.len() as u64;
-    let compressed = zstd::bulk::compress(&index, 3)
-        .ok()
-        .filter(|c| c.len() < index.len());
-    let (codec_id, stored): (u8, &[u8]) = match &compressed {
-        Some(c) => (FOOTER_ZSTD, c),
-        None => (FOOTER_RAW, &index),
-    };
-    out.extend_from_slice(stored);
-    out.extend_from_slice(&footer_offset.to_le_bytes());
-    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(index.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
-    out.push(codec_id);
-    out.push(0);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(END_MAGIC);
-    (out, summary)
+    let mut bytes = b.take_bytes();
+    let (rest, summary) = b.finish();
+    bytes.extend_from_slice(&rest);
+    (bytes, summary)
 }
 
 fn put_name(index: &mut Vec<u8>, name: &str) {
@@ -118,6 +174,7 @@ fn encode_machine(
     m: &MachineData,
     block_rows: usize,
     out: &mut Vec<u8>,
+    base: u64,
     index: &mut Vec<u8>,
 ) -> u64 {
     put_name(index, &m.name);
@@ -126,12 +183,7 @@ fn encode_machine(
         put_name(index, name);
         index.push(ty.code());
     }
-    let cols: Vec<&ColData> = m
-        .rows
-        .cols
-        .iter()
-        .map(|c| c.as_ref().expect("columns are present"))
-        .collect();
+    let cols: Vec<&ColData> = m.rows.cols.iter().map(|c| c.as_ref().expect("columns are present")).collect();
     let groups = group_fields(&cols);
     index.extend_from_slice(&(groups.len() as u16).to_le_bytes());
     let mut points = 0;
@@ -141,11 +193,7 @@ fn encode_machine(
             index.extend_from_slice(&(f as u16).to_le_bytes());
         }
         // The group's rows: those where any member has a value.
-        let rows: Vec<usize> = if union.all() {
-            (0..m.rows.len()).collect()
-        } else {
-            union.ones().collect()
-        };
+        let rows: Vec<usize> = if union.all() { (0..m.rows.len()).collect() } else { union.ones().collect() };
         let n_blocks = rows.len().div_ceil(block_rows);
         index.extend_from_slice(&(n_blocks as u32).to_le_bytes());
         let mut ts = Vec::with_capacity(block_rows);
@@ -158,21 +206,15 @@ fn encode_machine(
             index.extend_from_slice(&ts[ts.len() - 1].to_le_bytes());
             let at = out.len();
             codec::encode_timestamps(&ts, out);
-            put_chunk(index, out, at);
+            put_chunk(index, out, base, at);
             for &f in &members {
                 let (ty, col) = (m.fields[f].1, cols[f]);
                 valid.clear();
                 valid.extend(block.iter().map(|&r| col.valid.get(r)));
-                let present: Vec<u64> = block
-                    .iter()
-                    .filter(|&&r| col.valid.get(r))
-                    .map(|&r| col.vals[r])
-                    .collect();
-                let present_ts: Vec<Timestamp> = block
-                    .iter()
-                    .filter(|&&r| col.valid.get(r))
-                    .map(|&r| m.rows.ts[r])
-                    .collect();
+                let present: Vec<u64> =
+                    block.iter().filter(|&&r| col.valid.get(r)).map(|&r| col.vals[r]).collect();
+                let present_ts: Vec<Timestamp> =
+                    block.iter().filter(|&&r| col.valid.get(r)).map(|&r| m.rows.ts[r]).collect();
                 let at = out.len();
                 if present.len() == block.len() {
                     out.push(CHUNK_ALL_VALID);
@@ -185,7 +227,7 @@ fn encode_machine(
                     out[len_at..len_at + 4].copy_from_slice(&vlen.to_le_bytes());
                 }
                 encode_values(ty, &present, out);
-                put_chunk(index, out, at);
+                put_chunk(index, out, base, at);
                 let s = crate::stats::summarize(ty, &present, &present_ts);
                 put_stats(index, &s);
                 points += present.len() as u64;
@@ -196,23 +238,15 @@ fn encode_machine(
 }
 
 /// Records the chunk `out[at..]` in the index: offset, length, crc.
-fn put_chunk(index: &mut Vec<u8>, out: &[u8], at: usize) {
-    index.extend_from_slice(&(at as u64).to_le_bytes());
+fn put_chunk(index: &mut Vec<u8>, out: &[u8], base: u64, at: usize) {
+    index.extend_from_slice(&(base + at as u64).to_le_bytes());
     index.extend_from_slice(&((out.len() - at) as u32).to_le_bytes());
     index.extend_from_slice(&crc32fast::hash(&out[at..]).to_le_bytes());
 }
 
 fn put_stats(index: &mut Vec<u8>, s: &Stats) {
     index.extend_from_slice(&s.count.to_le_bytes());
-    for v in [
-        s.min,
-        s.max,
-        s.sum.to_bits(),
-        s.first,
-        s.last,
-        s.first_ts as u64,
-        s.last_ts as u64,
-    ] {
+    for v in [s.min, s.max, s.sum.to_bits(), s.first, s.last, s.first_ts as u64, s.last_ts as u64] {
         index.extend_from_slice(&v.to_le_bytes());
     }
 }
@@ -239,11 +273,8 @@ pub(crate) fn encode_values(ty: FieldType, bits: &[u64], out: &mut Vec<u8>) {
 /// its own group (with its own timestamp column). Returns each group's members (sorted) and the
 /// union of their validity.
 fn group_fields(cols: &[&ColData]) -> Vec<(Vec<usize>, Bitmap)> {
-    let mut order: Vec<(usize, usize)> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i, c.valid.count_ones()))
-        .collect();
+    let mut order: Vec<(usize, usize)> =
+        cols.iter().enumerate().map(|(i, c)| (i, c.valid.count_ones())).collect();
     order.sort_by_key(|&(i, n)| (std::cmp::Reverse(n), i));
     let mut groups: Vec<(Vec<usize>, Bitmap, usize)> = Vec::new();
     for (f, count) in order {

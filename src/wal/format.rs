@@ -19,6 +19,9 @@ pub(crate) const RECORD_LEN_MAX: u32 = 1 << 28;
 
 /// Kinds of record.
 pub(crate) const KIND_BATCH: u8 = 1;
+/// A delete: the body is an encoded tombstone (its own `seq` field is ignored; the record's
+/// sequence number is the delete's).
+pub(crate) const KIND_DELETE: u8 = 2;
 
 /// The 32-byte header of log file number `number`.
 pub(crate) fn header(number: u64) -> [u8; HEADER_LEN] {
@@ -116,11 +119,7 @@ impl FrameError {
 
 /// Parses the record at `pos`; `prev_seq` is the sequence number of the record before it (0 at
 /// the start of the log). Never panics.
-pub(crate) fn read_record(
-    bytes: &[u8],
-    pos: usize,
-    prev_seq: u64,
-) -> Result<Record<'_>, FrameError> {
+pub(crate) fn read_record(bytes: &[u8], pos: usize, prev_seq: u64) -> Result<Record<'_>, FrameError> {
     let rest = bytes.get(pos..).unwrap_or(&[]);
     if rest.len() < FRAME_LEN {
         return Err(FrameError::Incomplete);
@@ -144,32 +143,20 @@ pub(crate) fn read_record(
     if seq <= prev_seq {
         return Err(FrameError::BadSeq);
     }
-    Ok(Record {
-        seq,
-        kind: rest[16],
-        body: &rest[17..end],
-        framed_len: end,
-    })
+    Ok(Record { seq, kind: rest[16], body: &rest[17..end], framed_len: end })
 }
 
 /// Offset of the first valid record at or after `from` whose sequence number follows
 /// `prev_seq` (cheap checks first, so garbage is skipped in linear time).
 pub(crate) fn find_valid_record(bytes: &[u8], from: usize, prev_seq: u64) -> Option<usize> {
-    let last = bytes
-        .len()
-        .checked_sub(FRAME_LEN + RECORD_LEN_MIN as usize)?;
+    let last = bytes.len().checked_sub(FRAME_LEN + RECORD_LEN_MIN as usize)?;
     let mut pos = from;
     while pos <= last {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
-        if (RECORD_LEN_MIN..=RECORD_LEN_MAX).contains(&len)
-            && pos + FRAME_LEN + len as usize <= bytes.len()
-        {
+        if (RECORD_LEN_MIN..=RECORD_LEN_MAX).contains(&len) && pos + FRAME_LEN + len as usize <= bytes.len() {
             let seq = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().unwrap());
             // A plausible successor: garbage almost never passes this before the crc.
-            if seq > prev_seq
-                && seq - prev_seq < (1 << 40)
-                && read_record(bytes, pos, prev_seq).is_ok()
-            {
+            if seq > prev_seq && seq - prev_seq < (1 << 40) && read_record(bytes, pos, prev_seq).is_ok() {
                 return Some(pos);
             }
         }
@@ -267,10 +254,7 @@ impl<'a> Cursor<'a> {
     }
     fn u64s(&mut self, n: usize) -> Result<Vec<u64>, String> {
         let bytes = self.take(n.checked_mul(8).ok_or("count overflows")?)?;
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect())
+        Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
     }
 }
 
@@ -278,10 +262,7 @@ impl<'a> Cursor<'a> {
 /// anything is allocated; any inconsistency is an error string (the caller adds file and
 /// offset).
 pub(crate) fn decode_batch(body: &[u8]) -> Result<WriteBatch, String> {
-    let mut c = Cursor {
-        bytes: body,
-        pos: 0,
-    };
+    let mut c = Cursor { bytes: body, pos: 0 };
     let n_groups = c.u32()?;
     let mut batch = WriteBatch::new();
     let mut seen = std::collections::HashSet::new();
@@ -306,26 +287,17 @@ pub(crate) fn decode_batch(body: &[u8]) -> Result<WriteBatch, String> {
             let ty = FieldType::from_code(c.u8()?).ok_or("unknown field type")?;
             let valid = match c.u8()? {
                 0 => Bitmap::with_len(rows, true),
-                1 => Bitmap::from_words(c.u64s(rows.div_ceil(64))?, rows)
-                    .ok_or("bad validity bitmap")?,
+                1 => Bitmap::from_words(c.u64s(rows.div_ceil(64))?, rows).ok_or("bad validity bitmap")?,
                 _ => return Err("unknown validity mode".to_string()),
             };
             let values = c.u64s(rows)?;
-            g.push_field(BatchField {
-                name: name.to_string(),
-                ty,
-                values,
-                valid,
-            })
-            .map_err(|e| e.to_string())?;
+            g.push_field(BatchField { name: name.to_string(), ty, values, valid })
+                .map_err(|e| e.to_string())?;
         }
         batch.push_group(g);
     }
     if c.pos != body.len() {
-        return Err(format!(
-            "{} unexpected bytes after the batch",
-            body.len() - c.pos
-        ));
+        return Err(format!("{} unexpected bytes after the batch", body.len() - c.pos));
     }
     Ok(batch)
 }
@@ -342,20 +314,9 @@ mod tests {
 
     fn sample() -> WriteBatch {
         let mut b = WriteBatch::new();
-        b.row(
-            "press-07",
-            10,
-            [("speed", Value::F64(1.5)), ("status", Value::I64(3))],
-        )
-        .unwrap();
-        b.row("press-07", 5, [("speed", Value::F64(f64::NAN))])
-            .unwrap();
-        b.columns(
-            "pump",
-            &[1, 2, 3],
-            [("on", Col::bool(&[true, false, true]))],
-        )
-        .unwrap();
+        b.row("press-07", 10, [("speed", Value::F64(1.5)), ("status", Value::I64(3))]).unwrap();
+        b.row("press-07", 5, [("speed", Value::F64(f64::NAN))]).unwrap();
+        b.columns("pump", &[1, 2, 3], [("on", Col::bool(&[true, false, true]))]).unwrap();
         b
     }
 
@@ -373,10 +334,7 @@ mod tests {
             assert_eq!(x.ts, y.ts);
             assert_eq!(x.fields.len(), y.fields.len());
             for (f, g) in x.fields.iter().zip(&y.fields) {
-                assert_eq!(
-                    (&f.name, f.ty, &f.values, &f.valid),
-                    (&g.name, g.ty, &g.values, &g.valid)
-                );
+                assert_eq!((&f.name, f.ty, &f.values, &f.valid), (&g.name, g.ty, &g.values, &g.valid));
             }
         }
     }
@@ -393,23 +351,14 @@ mod tests {
         assert!(matches!(check_header(&file, 8), HeaderCheck::Bad(_)));
         let r = read_record(&file, HEADER_LEN, 0).unwrap();
         assert_eq!((r.seq, r.kind, r.body), (42, KIND_BATCH, &body[1..]));
-        assert_eq!(
-            read_record(&file, HEADER_LEN, 42).unwrap_err(),
-            FrameError::BadSeq
-        );
+        assert_eq!(read_record(&file, HEADER_LEN, 42).unwrap_err(), FrameError::BadSeq);
         for cut in HEADER_LEN..file.len() {
-            assert_eq!(
-                read_record(&file[..cut], HEADER_LEN, 0).unwrap_err(),
-                FrameError::Incomplete
-            );
+            assert_eq!(read_record(&file[..cut], HEADER_LEN, 0).unwrap_err(), FrameError::Incomplete);
         }
         for bit in (HEADER_LEN * 8)..(file.len() * 8) {
             let mut f = file.clone();
             f[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                read_record(&f, HEADER_LEN, 0).is_err(),
-                "flip of bit {bit} went unnoticed"
-            );
+            assert!(read_record(&f, HEADER_LEN, 0).is_err(), "flip of bit {bit} went unnoticed");
         }
     }
 

@@ -83,25 +83,16 @@ pub(crate) fn recover(
     mut apply: impl FnMut(&Path, u64, Record<'_>) -> Result<()>,
 ) -> Result<(Vec<LogFile>, RecoveryReport, u64)> {
     let numbers = list_logs(fs, dir)?;
-    let mut report = RecoveryReport {
-        wal_files: numbers.len(),
-        ..RecoveryReport::default()
-    };
+    let mut report = RecoveryReport { wal_files: numbers.len(), ..RecoveryReport::default() };
     let mut files = Vec::new();
     let mut prev_seq = 0u64;
-    let contents: Vec<(u64, PathBuf)> = numbers
-        .iter()
-        .map(|&n| (n, dir.join(super::file_name(n))))
-        .collect();
+    let contents: Vec<(u64, PathBuf)> = numbers.iter().map(|&n| (n, dir.join(super::file_name(n)))).collect();
 
     let mut i = 0;
     while i < contents.len() {
         let (number, path) = &contents[i];
         let bytes = fs.read(path).map_err(|e| Error::io("read log", path, e))?;
-        let mut file = LogFile {
-            number: *number,
-            max_seq: 0,
-        };
+        let mut file = LogFile { number: *number, max_seq: 0 };
         match format::check_header(&bytes, *number) {
             HeaderCheck::Ok => {}
             HeaderCheck::FutureVersion(v) => {
@@ -127,10 +118,8 @@ pub(crate) fn recover(
                     }
                     return Err(Error::corrupt(path, 0, format!("bad log header: {what}")));
                 }
-                fs.remove(path)
-                    .map_err(|e| Error::io("remove torn log", path, e))?;
-                fs.sync_dir(dir)
-                    .map_err(|e| Error::io("sync directory", dir, e))?;
+                fs.remove(path).map_err(|e| Error::io("remove torn log", path, e))?;
+                fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
                 report.torn_tails.push(TornTail {
                     file: path.clone(),
                     offset: 0,
@@ -161,8 +150,7 @@ pub(crate) fn recover(
                         next_here.is_some() || later_has_valid(fs, &contents[i + 1..], prev_seq)?;
                     if !valid_after {
                         let cut = bytes.len() - pos;
-                        fs.truncate(path, pos as u64)
-                            .map_err(|e| Error::io("truncate torn log", path, e))?;
+                        fs.truncate(path, pos as u64).map_err(|e| Error::io("truncate torn log", path, e))?;
                         report.torn_tails.push(TornTail {
                             file: path.clone(),
                             offset: pos as u64,
@@ -195,11 +183,7 @@ pub(crate) fn recover(
 fn later_has_valid(fs: &dyn FileSystem, files: &[(u64, PathBuf)], prev_seq: u64) -> Result<bool> {
     for (_, path) in files {
         let bytes = fs.read(path).map_err(|e| Error::io("read log", path, e))?;
-        let from = if bytes.len() >= HEADER_LEN {
-            HEADER_LEN
-        } else {
-            0
-        };
+        let from = if bytes.len() >= HEADER_LEN { HEADER_LEN } else { 0 };
         if format::find_valid_record(&bytes, from, prev_seq).is_some() {
             return Ok(true);
         }

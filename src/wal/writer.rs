@@ -99,13 +99,7 @@ impl WalWriter {
             rotate: false,
             next_number: number + 1,
         };
-        Ok(WalWriter {
-            fs,
-            dir: dir.to_path_buf(),
-            file_bytes_max,
-            st: Mutex::new(st),
-            cv: Condvar::new(),
-        })
+        Ok(WalWriter { fs, dir: dir.to_path_buf(), file_bytes_max, st: Mutex::new(st), cv: Condvar::new() })
     }
 
     /// Appends a record whose body (kind byte first) is `body`, already hashed into `body_crc`.
@@ -113,9 +107,7 @@ impl WalWriter {
     pub(crate) fn append(&self, body: &[u8], body_crc: &crc32fast::Hasher) -> Result<u64> {
         let mut st = self.st.lock();
         if let Some(cause) = &st.poisoned {
-            return Err(Error::Poisoned {
-                cause: cause.clone(),
-            });
+            return Err(Error::Poisoned { cause: cause.clone() });
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -132,35 +124,22 @@ impl WalWriter {
     pub(crate) fn wait(&self, seq: u64, durable: bool) -> Result<()> {
         let mut st = self.st.lock();
         loop {
-            if let Some(i) = st
-                .failures
-                .iter()
-                .position(|f| f.first <= seq && seq <= f.last)
-            {
+            if let Some(i) = st.failures.iter().position(|f| f.first <= seq && seq <= f.last) {
                 let f = &mut st.failures[i];
                 f.remaining -= 1;
-                let err = Error::io(
-                    "write log",
-                    self.dir.clone(),
-                    std::io::Error::new(f.kind, f.message.clone()),
-                );
+                let err =
+                    Error::io("write log", self.dir.clone(), std::io::Error::new(f.kind, f.message.clone()));
                 if f.remaining == 0 {
                     st.failures.swap_remove(i);
                 }
                 return Err(err);
             }
-            let done = if durable {
-                st.synced >= seq
-            } else {
-                st.written >= seq
-            };
+            let done = if durable { st.synced >= seq } else { st.written >= seq };
             if done {
                 return Ok(());
             }
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
                 self.cv.wait(&mut st);
@@ -179,9 +158,7 @@ impl WalWriter {
                 return Ok(());
             }
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
                 self.cv.wait(&mut st);
@@ -197,9 +174,7 @@ impl WalWriter {
         let mut st = self.st.lock();
         loop {
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
                 self.cv.wait(&mut st);
@@ -207,9 +182,7 @@ impl WalWriter {
             }
             self.lead(&mut st, true, true);
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                return Err(Error::Poisoned { cause: cause.clone() });
             }
             // A rotation that could not create its new file is retried by a later round.
             return Ok(());
@@ -238,10 +211,7 @@ impl WalWriter {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 // Keep the ones not removed for a later attempt.
-                self.st
-                    .lock()
-                    .closed
-                    .splice(0..0, victims[k..].iter().copied());
+                self.st.lock().closed.splice(0..0, victims[k..].iter().copied());
                 result = Err(Error::io("remove log", path, e));
                 break;
             }
@@ -262,10 +232,7 @@ impl WalWriter {
         let (first, last) = (st.pending_first, st.pending_last);
         st.pending_first = 0;
         st.pending_last = 0;
-        let mut active = st
-            .active
-            .take()
-            .expect("the log file is held by the leader only");
+        let mut active = st.active.take().expect("the log file is held by the leader only");
         let rotate_wanted = force_rotate || st.rotate;
         let next_number = st.next_number;
 
@@ -283,9 +250,7 @@ impl WalWriter {
                     Err(e) => match active.file.set_len(active.len) {
                         Ok(()) => write_err = Some(e),
                         Err(e2) => {
-                            poison = Some(format!(
-                                "log write failed ({e}) and could not be undone ({e2})"
-                            ))
+                            poison = Some(format!("log write failed ({e}) and could not be undone ({e2})"))
                         }
                     },
                 }
@@ -301,10 +266,7 @@ impl WalWriter {
                 match create_file(self.fs.as_ref(), &self.dir, next_number) {
                     Ok(new) => {
                         let old = std::mem::replace(&mut active, new);
-                        rotated = Some(LogFile {
-                            number: old.number,
-                            max_seq: old.max_seq,
-                        });
+                        rotated = Some(LogFile { number: old.number, max_seq: old.max_seq });
                     }
                     Err(_) => {
                         // Keep writing to the old file; a later round retries.
@@ -352,21 +314,11 @@ impl WalWriter {
 fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<Active> {
     let path = dir.join(super::file_name(number));
     let result = (|| {
-        let mut file = fs
-            .create(&path)
-            .map_err(|e| Error::io("create log", &path, e))?;
-        file.write_all(&format::header(number))
-            .map_err(|e| Error::io("write log", &path, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("sync log", &path, e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
-        Ok(Active {
-            file,
-            number,
-            len: HEADER_LEN as u64,
-            max_seq: 0,
-        })
+        let mut file = fs.create(&path).map_err(|e| Error::io("create log", &path, e))?;
+        file.write_all(&format::header(number)).map_err(|e| Error::io("write log", &path, e))?;
+        file.sync_data().map_err(|e| Error::io("sync log", &path, e))?;
+        fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(Active { file, number, len: HEADER_LEN as u64, max_seq: 0 })
     })();
     if result.is_err() {
         let _ = fs.remove(&path);

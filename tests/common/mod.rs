@@ -76,11 +76,7 @@ pub fn assert_same(got: &Model, want: &Model) {
     assert_eq!(gk, wk, "rows differ");
     for (k, w) in want {
         let g = &got[k];
-        assert_eq!(
-            g.len(),
-            w.len(),
-            "fields differ at {k:?}: got {g:?} want {w:?}"
-        );
+        assert_eq!(g.len(), w.len(), "fields differ at {k:?}: got {g:?} want {w:?}");
         for (f, v) in w {
             assert!(
                 g.get(f).is_some_and(|x| same_value(x, v)),
@@ -97,10 +93,7 @@ pub fn shared_data() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        println!(
-            "notice: {} not found; skipping the real-dataset checks",
-            p.display()
-        );
+        println!("notice: {} not found; skipping the real-dataset checks", p.display());
         None
     }
 }
@@ -128,12 +121,7 @@ pub fn load_dataset(dir: &Path) -> Vec<CsvMachine> {
 pub fn load_csv(path: &Path) -> CsvMachine {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
-    let header: Vec<String> = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(|s| s.trim().to_string()).collect();
     assert_eq!(header[0], "ts");
     let fields = header[1..].to_vec();
     let mut rows: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
@@ -152,14 +140,7 @@ pub fn load_csv(path: &Path) -> CsvMachine {
         }
     }
     let ts: Vec<i64> = rows.keys().copied().collect();
-    let values = (0..fields.len())
-        .map(|f| rows.values().map(|r| r[f]).collect())
-        .collect();
+    let values = (0..fields.len()).map(|f| rows.values().map(|r| r[f]).collect()).collect();
     let id = path.file_stem().unwrap().to_string_lossy().into_owned();
-    CsvMachine {
-        id,
-        fields,
-        ts,
-        values,
-    }
+    CsvMachine { id, fields, ts, values }
 }
