@@ -94,5 +94,44 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest);
+/// In-order ingest against ingest where 10% of the rows arrive late, into partitions that were
+/// already flushed (a gateway's backlog). Each measurement includes the flush, so the cost of
+/// the extra segments in old partitions is counted.
+fn late(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ingest_late");
+    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(POINTS));
+    for late_every in [0u64, 10] {
+        let name = if late_every == 0 { "in_order" } else { "10%_late" };
+        let dir = tempfile::tempdir().unwrap();
+        // Hour-long partitions; late batches go two days back.
+        let opts = Options { sync: SyncPolicy::Os, partition_width: 3_600_000_000, ..Options::default() };
+        let db = Db::open(dir.path(), opts).unwrap();
+        let clock = AtomicI64::new(3 * 86_400_000_000);
+        let mut k = 0u64;
+        let mut cols = vec![Vec::with_capacity(ROWS); FIELDS.len()];
+        let mut ts = Vec::with_capacity(ROWS);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    k += 1;
+                    let now = clock.fetch_add(ROWS as i64 * 1000, Ordering::Relaxed);
+                    let t0 = if late_every > 0 && k.is_multiple_of(late_every) {
+                        now - 2 * 86_400_000_000
+                    } else {
+                        now
+                    };
+                    let b = columnar_batch(&format!("m{}", k % 16), t0, &mut cols, &mut ts);
+                    db.write(&b).unwrap();
+                }
+                db.flush().unwrap();
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest, late);
 criterion_main!(benches);

@@ -36,6 +36,7 @@ mod db;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inspect;
 pub mod io;
 mod manifest;
 mod memtable;
@@ -51,6 +52,7 @@ mod wal;
 pub use catalog::FIELDS_PER_MACHINE_MAX;
 pub use db::{Db, DbStats};
 pub use error::{Error, Result};
+pub use inspect::{FieldStorage, Inspection, Problem, SegmentInfo, VerifyReport, verify_dir};
 pub use model::{
     Col, FieldType, NAME_BYTES_MAX, TimeRange, Timestamp, Value, WriteBatch, validate_field_name,
     validate_machine_id,

@@ -89,6 +89,8 @@ pub(crate) struct MachineIndex {
     pub(crate) name: std::sync::Arc<str>,
     pub(crate) fields: Vec<(std::sync::Arc<str>, crate::model::FieldType)>,
     pub(crate) groups: Vec<GroupIndex>,
+    /// Per field (same order as `fields`): its group and position in the group.
+    pub(crate) loc: Vec<(u32, u32)>,
     pub(crate) ts_min: Timestamp,
     pub(crate) ts_max: Timestamp,
 }
@@ -96,11 +98,9 @@ pub(crate) struct MachineIndex {
 impl MachineIndex {
     /// The field's group and position in it.
     pub(crate) fn locate(&self, field: &str) -> Option<(usize, usize)> {
-        let fi = self.fields.iter().position(|(n, _)| &**n == field)? as u16;
-        self.groups
-            .iter()
-            .enumerate()
-            .find_map(|(g, grp)| grp.fields.iter().position(|&f| f == fi).map(|p| (g, p)))
+        let fi = self.fields.iter().position(|(n, _)| n.len() == field.len() && &**n == field)?;
+        let (g, p) = self.loc[fi];
+        Some((g as usize, p as usize))
     }
 }
 

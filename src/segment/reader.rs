@@ -126,6 +126,11 @@ impl Segment {
         ms.binary_search_by(|m| m.name.as_bytes().cmp(name.as_bytes())).ok().map(|i| &ms[i])
     }
 
+    /// A chunk's bytes, unchecked (offsets were validated at open).
+    pub(crate) fn bytes(&self, c: &ChunkRef) -> Option<&[u8]> {
+        self.data.get(c.offset as usize..(c.offset + c.len as u64) as usize)
+    }
+
     fn chunk_bytes(&self, c: &ChunkRef) -> Result<&[u8]> {
         // Offsets were checked against the file at open.
         let b = &self.data[c.offset as usize..(c.offset + c.len as u64) as usize];
@@ -263,6 +268,30 @@ impl Segment {
         }
         out.drop_empty_rows();
         Ok(out)
+    }
+
+    /// Like [`Segment::verify`], but goes on after a damaged block: every problem found.
+    pub(crate) fn verify_all(&self) -> (u64, Vec<Error>) {
+        let mut points = 0;
+        let mut problems = Vec::new();
+        let mut ts = Vec::new();
+        for m in &self.index.machines {
+            for g in &m.groups {
+                for b in &g.blocks {
+                    if let Err(e) = self.block_ts(b, &mut ts) {
+                        problems.push(e);
+                    }
+                    for (p, fc) in b.fields.iter().enumerate() {
+                        let ty = m.fields[g.fields[p] as usize].1;
+                        match self.block_field(ty, b.rows as usize, fc) {
+                            Ok(_) => points += fc.stats.count as u64,
+                            Err(e) => problems.push(e),
+                        }
+                    }
+                }
+            }
+        }
+        (points, problems)
     }
 
     /// Reads every block of every machine, checking every checksum and decoding everything.
@@ -471,7 +500,13 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
         if groups.is_empty() {
             return Err(d.err("machine without data"));
         }
-        machines.push(MachineIndex { name, fields, groups, ts_min: m_min, ts_max: m_max });
+        let mut loc = vec![(0u32, 0u32); fields.len()];
+        for (g, grp) in groups.iter().enumerate() {
+            for (p, &f) in grp.fields.iter().enumerate() {
+                loc[f as usize] = (g as u32, p as u32);
+            }
+        }
+        machines.push(MachineIndex { name, fields, groups, loc, ts_min: m_min, ts_max: m_max });
     }
     if d.pos != bytes.len() {
         return Err(d.err("unexpected bytes after the index"));

@@ -195,3 +195,81 @@ fn later_has_valid(fs: &dyn FileSystem, files: &[(u64, PathBuf)], prev_seq: u64)
 pub(crate) fn bad_body(file: &Path, offset: u64, what: String) -> Error {
     format::corrupt_record(file, offset, what)
 }
+
+/// Checks one log file without changing it: the header, every record's frame and checksum, and
+/// every record body. Returns the records checked, the problems (offset, what) and notes (a
+/// torn tail of the last file is a note: recovery cuts it off, nothing acknowledged is lost).
+pub(crate) fn verify_file(
+    path: &Path,
+    number: u64,
+    bytes: &[u8],
+    prev_seq: &mut u64,
+    is_last: bool,
+    _flushed_seq: u64,
+) -> (u64, Vec<(u64, String)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let mut records = 0;
+    match format::check_header(bytes, number) {
+        HeaderCheck::Ok => {}
+        HeaderCheck::FutureVersion(v) => {
+            problems.push((8, format!("log format version {v} is newer than {}", format::VERSION)));
+            return (0, problems, notes);
+        }
+        HeaderCheck::Bad(what) => {
+            if is_last && format::find_valid_record(bytes, 0, *prev_seq).is_none() {
+                notes
+                    .push(format!("{}: torn log header ({what}); recovery removes the file", path.display()));
+            } else {
+                problems.push((0, format!("bad log header: {what}")));
+            }
+            return (0, problems, notes);
+        }
+    }
+    let mut pos = HEADER_LEN;
+    while pos < bytes.len() {
+        match format::read_record(bytes, pos, *prev_seq) {
+            Ok(rec) => {
+                records += 1;
+                let body_ok = match rec.kind {
+                    format::KIND_BATCH => format::decode_batch(rec.body).map(|_| ()),
+                    format::KIND_DELETE => {
+                        crate::tombstone::Tombstone::decode(rec.body).and_then(|(_, used)| {
+                            if used == rec.body.len() {
+                                Ok(())
+                            } else {
+                                Err("bytes after the delete".to_string())
+                            }
+                        })
+                    }
+                    k => Err(format!("unknown record kind {k}")),
+                };
+                if let Err(w) = body_ok {
+                    problems.push((pos as u64, format!("bad log record: {w}")));
+                }
+                *prev_seq = rec.seq;
+                pos += rec.framed_len;
+            }
+            Err(err) => match format::find_valid_record(bytes, pos + 1, *prev_seq) {
+                Some(next) => {
+                    problems.push((pos as u64, err.what().to_string()));
+                    pos = next;
+                }
+                None if is_last => {
+                    notes.push(format!(
+                        "{}: torn tail of {} bytes at offset {pos} ({}); recovery cuts it off",
+                        path.display(),
+                        bytes.len() - pos,
+                        err.what()
+                    ));
+                    break;
+                }
+                None => {
+                    problems.push((pos as u64, err.what().to_string()));
+                    break;
+                }
+            },
+        }
+    }
+    (records, problems, notes)
+}
