@@ -68,6 +68,14 @@ fn sort_segments(segs: &mut [Arc<Segment>]) {
     segs.sort_by_key(|s| (s.index.partition_start, s.index.max_seq, s.id));
 }
 
+/// A segment file written under its temporary name, not yet synced.
+struct Unsynced {
+    file: Box<dyn crate::io::WriteFile>,
+    tmp: PathBuf,
+    path: PathBuf,
+    meta: SegmentMeta,
+}
+
 /// A compaction to run: merge a partition's segments, or drop it (past retention).
 #[derive(Debug, Clone, Copy)]
 struct CompactionJob {
@@ -817,40 +825,40 @@ impl Inner {
         let (min_seq, max_seq) = (mt.min_seq(), mt.max_seq());
         // Every delete known now was applied to the rows read above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        let mut added = Vec::new();
+        let mut built = Vec::new();
         for (p, machines) in parts {
-            let made = self.write_segment(
+            let made = self.build_segment(
                 p,
                 (min_seq, max_seq, applied_seq),
                 self.opts.block_rows,
                 machines.into_iter().map(Ok),
             );
             match made {
-                Ok(Some(x)) => added.push(x),
+                Ok(Some(u)) => built.push(u),
                 Ok(None) => {}
                 Err(e) => {
-                    for (s, _) in &added {
-                        let _ = self.fs.remove(&s.path);
+                    for u in &built {
+                        let _ = self.fs.remove(&u.tmp);
                     }
                     return Err(e);
                 }
             }
         }
+        let added = self.finish_segments(built)?;
         self.stats_bytes_flushed.fetch_add(added.iter().map(|(_, m)| m.bytes).sum(), Ordering::Relaxed);
         self.publish(added, &[], Some(mt), max_seq)
     }
 
-    /// Writes one segment file of partition `p` from machines produced one at a time (sorted
-    /// by id), streaming its bytes to `seg-N.gseg.tmp`, then syncs and renames it. Returns the
-    /// opened segment and its manifest entry, or `None` when no machine had data. The caller
-    /// publishes it (which syncs the directory first).
-    fn write_segment(
+    /// Writes one segment file of partition `p` as `seg-N.gseg.tmp` from machines produced one
+    /// at a time (sorted by id), streaming its bytes; not yet synced (see [`Inner::finish_segments`]).
+    /// Returns `None` when no machine had data.
+    fn build_segment(
         &self,
         p: i64,
         (min_seq, max_seq, applied_seq): (u64, u64, u64),
         block_rows: usize,
         machines: impl Iterator<Item = Result<segment::writer::MachineData>>,
-    ) -> Result<Option<(Arc<Segment>, SegmentMeta)>> {
+    ) -> Result<Option<Unsynced>> {
         const CHUNK_BYTES: usize = 4 << 20;
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.join(segment::file_name(id));
@@ -885,9 +893,9 @@ impl Inner {
             if builder.machines() == 0 {
                 return Ok(None);
             }
-            let mut f = match file.take() {
+            let f = match &mut file {
                 Some(f) => f,
-                None => self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?,
+                None => file.insert(self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?),
             };
             let head = builder.take_bytes();
             let b = std::mem::replace(&mut builder, segment::writer::SegmentBuilder::new(0, 1, 0, 0, 0, 1));
@@ -896,44 +904,103 @@ impl Inner {
                 f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
                 written += bytes.len() as u64;
             }
-            f.sync_data().map_err(|e| Error::io("sync", &tmp, e))?;
-            drop(f);
-            self.fs.rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
             Ok(Some(summary))
         })();
-        let summary = match result {
-            Ok(Some(s)) => s,
+        match result {
+            Ok(Some(summary)) => {
+                let meta = SegmentMeta {
+                    id,
+                    partition_start: p,
+                    ts_min: summary.ts_min,
+                    ts_max: summary.ts_max,
+                    min_seq,
+                    max_seq,
+                    applied_seq: applied_seq.max(max_seq),
+                    bytes: written,
+                    points: summary.points,
+                };
+                Ok(Some(Unsynced { file: file.expect("file created"), tmp, path, meta }))
+            }
             Ok(None) => {
                 drop(file);
                 let _ = self.fs.remove(&tmp);
-                return Ok(None);
+                Ok(None)
             }
             Err(e) => {
                 drop(file);
                 let _ = self.fs.remove(&tmp);
-                let _ = self.fs.remove(&path);
-                return Err(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs freshly written segment files (several at once, so the file system can batch the
+    /// commits), renames them to their final names and opens them. On failure every one of
+    /// them is removed. The caller publishes them (which syncs the directory first).
+    fn finish_segments(&self, files: Vec<Unsynced>) -> Result<Vec<(Arc<Segment>, SegmentMeta)>> {
+        let threads = files.len().clamp(1, 8);
+        let mut slots: Vec<Vec<Unsynced>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, f) in files.into_iter().enumerate() {
+            slots[i % threads].push(f);
+        }
+        let synced: Vec<(Vec<Unsynced>, Result<()>)> = if threads == 1 {
+            slots.into_iter().map(|mut fs| (Inner::sync_files(&mut fs), fs)).map(|(r, fs)| (fs, r)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = slots
+                    .into_iter()
+                    .map(|mut fs| {
+                        s.spawn(move || {
+                            let r = Inner::sync_files(&mut fs);
+                            (fs, r)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("sync thread panicked")).collect()
+            })
+        };
+        let mut all: Vec<Unsynced> = Vec::new();
+        let mut first_err = None;
+        for (fs, r) in synced {
+            all.extend(fs);
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        all.sort_by_key(|u| u.meta.id);
+        let cleanup = |all: &[Unsynced]| {
+            for u in all {
+                let _ = self.fs.remove(&u.tmp);
+                let _ = self.fs.remove(&u.path);
             }
         };
-        let seg = match Segment::open(self.fs.as_ref(), &path, id) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                let _ = self.fs.remove(&path);
-                return Err(e);
+        if let Some(e) = first_err {
+            cleanup(&all);
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for u in &all {
+            let opened = self
+                .fs
+                .rename(&u.tmp, &u.path)
+                .map_err(|e| Error::io("rename", &u.tmp, e))
+                .and_then(|()| Segment::open(self.fs.as_ref(), &u.path, u.meta.id));
+            match opened {
+                Ok(seg) => out.push((Arc::new(seg), u.meta)),
+                Err(e) => {
+                    cleanup(&all);
+                    return Err(e);
+                }
             }
-        };
-        let meta = SegmentMeta {
-            id,
-            partition_start: p,
-            ts_min: summary.ts_min,
-            ts_max: summary.ts_max,
-            min_seq,
-            max_seq,
-            applied_seq: applied_seq.max(max_seq),
-            bytes: written,
-            points: summary.points,
-        };
-        Ok(Some((seg, meta)))
+        }
+        Ok(out)
+    }
+
+    fn sync_files(files: &mut [Unsynced]) -> Result<()> {
+        for u in files.iter_mut() {
+            u.file.sync_data().map_err(|e| Error::io("sync", &u.tmp, e))?;
+        }
+        Ok(())
     }
 
     /// Makes a change of the live segments durable and visible: syncs the directory (new
@@ -1096,13 +1163,14 @@ impl Inner {
         let max_seq = inputs.iter().map(|s| s.index.max_seq).max().unwrap_or(0);
         // Every delete known now is applied by the reads above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        let made = self.write_segment(
+        let built = self.build_segment(
             job.partition,
             (min_seq, max_seq, applied_seq),
             self.opts.compaction_block_rows,
             machines,
         )?;
-        let written = made.as_ref().map_or(0, |(_, m)| m.bytes);
+        let made = self.finish_segments(built.into_iter().collect())?;
+        let written: u64 = made.iter().map(|(_, m)| m.bytes).sum();
         self.stats_bytes_compacted.fetch_add(written, Ordering::Relaxed);
         self.stats_compactions.fetch_add(1, Ordering::Relaxed);
         self.publish(made.into_iter().collect(), &removed, None, 0)

@@ -31,7 +31,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
-mod codec;
+pub mod codec;
 mod db;
 mod error;
 #[doc(hidden)]
@@ -57,7 +57,7 @@ pub use model::{
     Col, FieldType, NAME_BYTES_MAX, TimeRange, Timestamp, Value, WriteBatch, validate_field_name,
     validate_machine_id,
 };
-pub use options::{DAY_MICROS, Options, SyncPolicy};
+pub use options::{DAY_MICROS, Options, SyncPolicy, WEEK_MICROS};
 pub use query::{
     Agg, AggColumn, Batch, BucketSeries, Column, DOWNSAMPLE_BUCKETS_MAX, Downsample, Downsampled, FieldInfo,
     Latest, LatestValue, MachineInfo, Machines, QueryCounters, SCAN_BATCH_ROWS, Scan, ScanIter, Values,

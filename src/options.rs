@@ -51,8 +51,10 @@ pub struct Options {
     /// and flushed to segment files in the background; writers wait when frozen tables
     /// pile up beyond twice the budget (backpressure).
     pub memtable_bytes_max: usize,
-    /// Width of a time partition in timestamp units (default: one day in microseconds).
-    /// Each segment file holds one partition.
+    /// Width of a time partition in timestamp units (default: one week in microseconds).
+    /// Each segment file holds one partition; retention drops whole partitions. Wider
+    /// partitions mean fewer, larger files and blocks (better compression for slowly sampled
+    /// channels); narrower ones let retention free space in finer steps.
     pub partition_width: i64,
     /// Most rows in one encoded block of a segment file written by a flush.
     pub block_rows: usize,
@@ -83,13 +85,16 @@ pub struct Options {
 /// One day in microseconds, the default partition width.
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
+/// One week in microseconds, the default partition width.
+pub const WEEK_MICROS: i64 = 7 * DAY_MICROS;
+
 impl Default for Options {
     fn default() -> Options {
         Options {
             sync: SyncPolicy::Always,
             wal_file_bytes_max: 64 << 20,
             memtable_bytes_max: 64 << 20,
-            partition_width: DAY_MICROS,
+            partition_width: WEEK_MICROS,
             block_rows: 4096,
             compaction_block_rows: 16_384,
             compaction_trigger: 4,

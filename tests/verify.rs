@@ -61,9 +61,10 @@ fn damage_is_reported_with_file_and_offset_and_nothing_changes() {
     make(dir.path());
     let seg = files(dir.path(), "seg-").pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    // Two separate data blocks.
-    bytes[100] ^= 0x10;
-    bytes[20_000] ^= 0x01;
+    // Two separate chunks: the first timestamps of the first machine, and one a third in.
+    let third = bytes.len() / 3;
+    bytes[20] ^= 0x10;
+    bytes[third] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
     let log = files(dir.path(), "wal-").pop().unwrap();
     let before_log = std::fs::read(&log).unwrap();

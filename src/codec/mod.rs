@@ -1,60 +1,384 @@
-//! TEMPORARY raw stand-in with the agreed codec interface; replaced by the real codecs.
-#![allow(missing_docs, dead_code)]
+//! Chunk codecs for gemba: timestamps (`i64`), floats (`f64`), integers (`i64`) and booleans.
+//!
+//! Pure computation, no I/O. Every chunk is self-describing:
+//!
+//! ```text
+//! chunk := tag:u8  n:varint  body          (plain chunk; tag in 0x10..=0x4F)
+//!        | 0x7F  raw_len:varint  zstd-frame   (zstd stage around one plain chunk)
+//! ```
+//!
+//! `n` repeats the value count the caller knows from the file index (a mismatch is an error).
+//! Bodies contain *integer streams* (`int::encode_stream`), which are themselves tagged
+//! (`0x01..=0x07`) and nest (delta of delta, RLE values, dictionary codes, exception lists).
+//! The full byte layout is in `RESULTS.md` (to become FORMAT.md).
+//!
+//! Encoders choose per chunk: they try the candidates that fit the data (frame of reference,
+//! delta, run-length, dictionary, split; decimal or binary scale for floats) and keep the
+//! smallest, then try zstd on the result.
+//!
+//! All decoders are total: any input bytes give either `Ok` with exactly `n` values or a
+//! [`DecodeError`]; they never panic and allocate `O(n)` memory at most (bounded nesting depth,
+//! every count checked against `n` before it is used, bounded zstd output).
 
+#![deny(missing_docs)]
+
+pub mod bitpack;
+pub mod boolean;
+pub mod float;
+pub mod int;
+pub mod ts;
+
+pub use boolean::{decode_bool, encode_bool};
+pub use float::{decode_f64, encode_f64};
+pub use int::{decode_i64, encode_i64};
+pub use ts::{decode_timestamps, encode_timestamps};
+
+/// The largest number of rows of a block (and so the largest `n` of a chunk).
+pub const BLOCK_ROWS_MAX: usize = 65_536;
+
+/// Where and why a chunk failed to decode. `offset` is the byte offset inside the chunk
+/// (inside the decompressed chunk for a chunk that went through the zstd stage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
+    /// Byte offset at which the problem was found.
     pub offset: usize,
+    /// What was wrong.
     pub what: &'static str,
 }
 
-fn raw_encode(v: impl Iterator<Item = u64>, out: &mut Vec<u8>) {
-    out.push(0);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "corrupt chunk at byte {}: {}", self.offset, self.what)
     }
 }
-fn raw_decode(chunk: &[u8], n: usize) -> Result<Vec<u64>, DecodeError> {
-    if chunk.len() != 1 + n * 8 || chunk[0] != 0 {
-        return Err(DecodeError { offset: 0, what: "bad raw chunk" });
+
+impl std::error::Error for DecodeError {}
+
+/// Result type of the decoders.
+pub type Result<T> = std::result::Result<T, DecodeError>;
+
+// ---- chunk tags (first byte of a chunk) ----
+/// Integer chunk: `n`, one integer stream.
+pub const TAG_I64: u8 = 0x10;
+/// Float chunk, decimal ALP: `n`, `e:u8`, exceptions count, digits stream, exceptions.
+pub const TAG_F_ALP: u8 = 0x20;
+/// Float chunk, binary scale: `n`, `s:u8`, exceptions count, digits stream, exceptions.
+pub const TAG_F_BIN: u8 = 0x21;
+/// Float chunk, the IEEE bit patterns as an integer stream.
+pub const TAG_F_BITS: u8 = 0x23;
+/// Timestamp chunk with a constant step: `n`, start, step.
+pub const TAG_TS_CONST: u8 = 0x30;
+/// Timestamp chunk: `n`, one integer stream.
+pub const TAG_TS_INT: u8 = 0x31;
+/// Boolean chunk, all values equal: `n`, value byte.
+pub const TAG_B_CONST: u8 = 0x40;
+/// Boolean chunk, bitmap: `n`, `ceil(n/8)` bytes.
+pub const TAG_B_BITMAP: u8 = 0x41;
+/// Boolean chunk, run lengths: `n`, first value, run count, stream of run lengths - 1.
+pub const TAG_B_RLE: u8 = 0x42;
+/// zstd stage around a plain chunk: `raw_len`, zstd frame.
+pub const TAG_ZSTD: u8 = 0x7F;
+
+/// The zstd stage is tried on plain chunks of at least this many bytes.
+pub const ZSTD_MIN_INPUT: usize = 64;
+/// zstd compression level of the final stage.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Upper bound of the decompressed size of a zstd-staged chunk of `n` values: `64 + 9 n` bytes.
+/// The encoder always keeps a candidate no larger than the raw one (`<= 2 + 10 + 8 n` bytes), so
+/// every chunk it writes fits; a decoder rejects a larger declared size before allocating.
+pub fn zstd_raw_bound(n: usize) -> usize {
+    n.saturating_mul(9).saturating_add(64)
+}
+
+// ---- byte reader with checked access ----
+
+/// A cursor over chunk bytes; every read is checked and reports the offset on failure.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
     }
-    Ok(chunk[1..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
-}
-pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
-    raw_encode(ts.iter().map(|&t| t as u64), out)
-}
-pub fn decode_timestamps(chunk: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
-    out.clear();
-    out.extend(raw_decode(chunk, n)?.into_iter().map(|v| v as i64));
-    Ok(())
-}
-pub fn encode_f64(values: &[f64], out: &mut Vec<u8>) {
-    raw_encode(values.iter().map(|v| v.to_bits()), out)
-}
-pub fn decode_f64(chunk: &[u8], n: usize, out: &mut Vec<f64>) -> Result<(), DecodeError> {
-    out.clear();
-    out.extend(raw_decode(chunk, n)?.into_iter().map(f64::from_bits));
-    Ok(())
-}
-pub fn encode_i64(values: &[i64], out: &mut Vec<u8>) {
-    raw_encode(values.iter().map(|&v| v as u64), out)
-}
-pub fn decode_i64(chunk: &[u8], n: usize, out: &mut Vec<i64>) -> Result<(), DecodeError> {
-    out.clear();
-    out.extend(raw_decode(chunk, n)?.into_iter().map(|v| v as i64));
-    Ok(())
-}
-pub fn encode_bool(values: &[bool], out: &mut Vec<u8>) {
-    raw_encode(values.iter().map(|&v| v as u64), out)
-}
-pub fn decode_bool(chunk: &[u8], n: usize, out: &mut Vec<bool>) -> Result<(), DecodeError> {
-    out.clear();
-    let v = raw_decode(chunk, n)?;
-    if v.iter().any(|&x| x > 1) {
-        return Err(DecodeError { offset: 0, what: "bad bool" });
+
+    pub(crate) fn err(&self, what: &'static str) -> DecodeError {
+        DecodeError { offset: self.pos, what }
     }
-    out.extend(v.into_iter().map(|x| x == 1));
-    Ok(())
+
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.err("truncated chunk")),
+        }
+    }
+
+    /// LEB128 unsigned varint, at most 10 bytes, no overflow.
+    pub(crate) fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            if i == 9 && b > 1 {
+                return Err(self.err("varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    /// A varint that must be `<= max`, as a `usize`.
+    pub(crate) fn count(&mut self, max: usize, what: &'static str) -> Result<usize> {
+        let start = self.pos;
+        let v = self.varint()?;
+        if v > max as u64 {
+            return Err(DecodeError { offset: start, what });
+        }
+        Ok(v as usize)
+    }
+
+    /// Zig-zag varint (signed).
+    pub(crate) fn zigzag(&mut self) -> Result<i64> {
+        Ok(unzigzag(self.varint()?))
+    }
+
+    pub(crate) fn bytes(&mut self, len: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(len).ok_or_else(|| self.err("length overflow"))?;
+        match self.buf.get(self.pos..end) {
+            Some(s) => {
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(self.err("truncated chunk")),
+        }
+    }
+
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let s = self.buf.get(self.pos..).unwrap_or(&[]);
+        self.pos = self.buf.len();
+        s
+    }
+
+    pub(crate) fn finish(&self) -> Result<()> {
+        if self.pos == self.buf.len() { Ok(()) } else { Err(self.err("trailing bytes after chunk")) }
+    }
 }
-pub fn describe(_chunk: &[u8]) -> String {
-    "raw".into()
+
+#[inline]
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub(crate) fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, zigzag(v));
+}
+
+/// Size in bytes of the varint encoding of `v`.
+pub(crate) fn varint_len(v: u64) -> usize {
+    (bitpack::bit_width(v).max(1) as usize).div_ceil(7)
+}
+
+/// Description sink used by [`describe`]: decoders append the names of the codecs they meet.
+pub(crate) type Desc<'a> = Option<&'a mut String>;
+
+pub(crate) fn note(desc: &mut Desc<'_>, s: &str) {
+    if let Some(d) = desc.as_deref_mut() {
+        d.push_str(s);
+    }
+}
+
+// ---- zstd, with per-thread reusable contexts ----
+
+thread_local! {
+    static ZSTD_C: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compresses `data` at `level` (reusing this thread's context).
+pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    let reused = ZSTD_C.with(|c| {
+        let mut c = c.try_borrow_mut().ok()?;
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(level).ok();
+        }
+        let comp = c.as_mut()?;
+        comp.set_compression_level(level).ok()?;
+        comp.compress(data).ok()
+    });
+    reused.or_else(|| zstd::bulk::compress(data, level).ok())
+}
+
+/// Decompresses one zstd payload that must decompress to at most `capacity` bytes (never
+/// allocating more than that for the output).
+pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> Option<Vec<u8>> {
+    ZSTD_D
+        .with(|d| {
+            let mut d = d.try_borrow_mut().ok()?;
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            Some(d.as_mut()?.decompress(data, capacity))
+        })
+        .unwrap_or_else(|| zstd::bulk::decompress(data, capacity))
+        .ok()
+}
+
+// ---- the final zstd stage ----
+
+/// Appends `plain` (a complete plain chunk of `n` values) to `out`, through zstd when that
+/// saves >= 10% (and the plain size is within the bound a decoder accepts).
+pub(crate) fn finish_chunk(plain: &[u8], n: usize, out: &mut Vec<u8>) {
+    if plain.len() >= ZSTD_MIN_INPUT
+        && plain.len() <= zstd_raw_bound(n)
+        && let Some(z) = zstd_compress(plain, ZSTD_LEVEL)
+    {
+        let total = 1 + varint_len(plain.len() as u64) + z.len();
+        if total * 10 <= plain.len() * 9 {
+            out.push(TAG_ZSTD);
+            put_varint(out, plain.len() as u64);
+            out.extend_from_slice(&z);
+            return;
+        }
+    }
+    out.extend_from_slice(plain);
+}
+
+/// The plain chunk inside `chunk`: `chunk` itself, or its zstd payload decompressed (bounded by
+/// [`zstd_raw_bound`]`(n)`).
+pub(crate) fn unwrap_chunk(chunk: &[u8], n: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    let mut r = Reader::new(chunk);
+    if r.u8()? != TAG_ZSTD {
+        return Ok(Cow::Borrowed(chunk));
+    }
+    let raw_len = r.count(zstd_raw_bound(n), "zstd raw size exceeds the bound for n")?;
+    let payload = r.rest();
+    let raw = zstd_decompress(payload, raw_len)
+        .ok_or(DecodeError { offset: 1 + varint_len(raw_len as u64), what: "zstd payload invalid" })?;
+    if raw.len() != raw_len {
+        return Err(DecodeError { offset: 1, what: "zstd raw size mismatch" });
+    }
+    if raw.first() == Some(&TAG_ZSTD) {
+        return Err(DecodeError { offset: 0, what: "nested zstd stage" });
+    }
+    Ok(Cow::Owned(raw))
+}
+
+/// Reads the header of a plain chunk: its tag and `n` (which must equal `n`).
+pub(crate) fn read_header(r: &mut Reader<'_>, n: usize) -> Result<u8> {
+    let tag = r.u8()?;
+    let start = r.pos;
+    let m = r.varint()?;
+    if m != n as u64 {
+        return Err(DecodeError { offset: start, what: "value count differs from the index" });
+    }
+    Ok(tag)
+}
+
+/// Human-readable name of the codec chain used by a chunk, e.g.
+/// `"alp(e=2)+delta+for(w=7)+exc(3)"`, `"ts-const"`, `"zstd(812>390)+bits+raw"`.
+/// Used by `gemba inspect`. Never panics; returns `"invalid"` on garbage.
+pub fn describe(chunk: &[u8]) -> String {
+    describe_inner(chunk).unwrap_or_else(|| "invalid".to_string())
+}
+
+fn describe_inner(chunk: &[u8]) -> Option<String> {
+    let mut prefix = String::new();
+    // Find n from the (possibly compressed) header.
+    let mut r = Reader::new(chunk);
+    let first = r.u8().ok()?;
+    let plain: Vec<u8> = if first == TAG_ZSTD {
+        let raw_len = r.count(zstd_raw_bound(BLOCK_ROWS_MAX), "").ok()?;
+        let raw = zstd_decompress(r.rest(), raw_len)?;
+        if raw.len() != raw_len {
+            return None;
+        }
+        prefix = format!("zstd({}>{})+", raw_len, chunk.len());
+        raw
+    } else {
+        chunk.to_vec()
+    };
+    let mut r = Reader::new(&plain);
+    let tag = r.u8().ok()?;
+    let n = r.count(BLOCK_ROWS_MAX, "").ok()?;
+    let mut s = prefix;
+    let ok = match tag {
+        TAG_I64 => {
+            let mut v = Vec::new();
+            decode_i64_desc(&plain, n, &mut v, Some(&mut s)).is_ok()
+        }
+        TAG_TS_CONST | TAG_TS_INT => {
+            let mut v = Vec::new();
+            ts::decode_desc(&plain, n, &mut v, Some(&mut s)).is_ok()
+        }
+        TAG_F_ALP | TAG_F_BIN | TAG_F_BITS => {
+            let mut v = Vec::new();
+            float::decode_desc(&plain, n, &mut v, Some(&mut s)).is_ok()
+        }
+        TAG_B_CONST | TAG_B_BITMAP | TAG_B_RLE => {
+            let mut v = Vec::new();
+            boolean::decode_desc(&plain, n, &mut v, Some(&mut s)).is_ok()
+        }
+        _ => false,
+    };
+    ok.then_some(s)
+}
+
+fn decode_i64_desc(chunk: &[u8], n: usize, out: &mut Vec<i64>, desc: Desc<'_>) -> Result<()> {
+    int::decode_chunk(chunk, n, out, desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trip() {
+        for v in [0u64, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v));
+            let mut r = Reader::new(&b);
+            assert_eq!(r.varint().unwrap(), v);
+            r.finish().unwrap();
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        // 11-byte varint and overflow in the 10th byte are errors
+        assert!(Reader::new(&[0xff; 11]).varint().is_err());
+        let mut b = vec![0xff; 9];
+        b.push(0x02);
+        assert!(Reader::new(&b).varint().is_err());
+    }
+
+    #[test]
+    fn describe_garbage() {
+        assert_eq!(describe(&[]), "invalid");
+        assert_eq!(describe(&[0xEE, 1, 2]), "invalid");
+        assert_eq!(describe(&[TAG_ZSTD, 5, 1, 2, 3]), "invalid");
+    }
 }

@@ -1,0 +1,144 @@
+//! Boolean chunks: constant, bitmap (1 bit each, LSB first), or alternating run lengths.
+
+use super::int::{decode_vec, encode_stream};
+use super::{
+    DecodeError, Desc, Reader, Result, TAG_B_BITMAP, TAG_B_CONST, TAG_B_RLE, finish_chunk, note, put_varint,
+    read_header, unwrap_chunk,
+};
+
+/// Encodes booleans as one chunk appended to `out`.
+pub fn encode_bool(values: &[bool], out: &mut Vec<u8>) {
+    let n = values.len();
+    let mut plain = Vec::with_capacity(16 + n / 8);
+    let first = values.first().copied().unwrap_or(false);
+    let mut lens: Vec<i64> = Vec::new();
+    let mut start = 0usize;
+    for i in 1..=n {
+        if i == n || values[i] != values[start] {
+            lens.push((i - start - 1) as i64);
+            start = i;
+        }
+    }
+    if lens.len() <= 1 {
+        plain.push(TAG_B_CONST);
+        put_varint(&mut plain, n as u64);
+        plain.push(u8::from(first));
+    } else {
+        let mut rle = vec![TAG_B_RLE];
+        put_varint(&mut rle, n as u64);
+        rle.push(u8::from(first));
+        put_varint(&mut rle, lens.len() as u64);
+        // run lengths are only worth it when runs are long; skip the work otherwise
+        if lens.len() * 2 < n / 8 + 8 {
+            encode_stream(&lens, 1, &mut rle);
+        }
+        let bitmap_len = 1 + super::varint_len(n as u64) + n.div_ceil(8);
+        if lens.len() * 2 < n / 8 + 8 && rle.len() < bitmap_len {
+            plain = rle;
+        } else {
+            plain.push(TAG_B_BITMAP);
+            put_varint(&mut plain, n as u64);
+            for group in values.chunks(8) {
+                let mut b = 0u8;
+                for (i, &v) in group.iter().enumerate() {
+                    b |= u8::from(v) << i;
+                }
+                plain.push(b);
+            }
+        }
+    }
+    finish_chunk(&plain, n, out);
+}
+
+/// Decodes a boolean chunk of `n` values into `out` (cleared first).
+pub fn decode_bool(chunk: &[u8], n: usize, out: &mut Vec<bool>) -> Result<()> {
+    out.clear();
+    let res = unwrap_chunk(chunk, n).and_then(|plain| decode_desc(&plain, n, out, None));
+    if res.is_err() {
+        out.clear();
+    }
+    res
+}
+
+pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<bool>, mut desc: Desc<'_>) -> Result<()> {
+    out.clear();
+    let mut r = Reader::new(chunk);
+    match read_header(&mut r, n)? {
+        TAG_B_CONST => {
+            let v = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(r.err("boolean byte not 0 or 1")),
+            };
+            note(&mut desc, "bool-const");
+            out.resize(n, v);
+        }
+        TAG_B_BITMAP => {
+            let bytes = r.bytes(n.div_ceil(8))?;
+            note(&mut desc, "bitmap");
+            out.reserve(n);
+            for (i, &b) in bytes.iter().enumerate() {
+                let take = (n - i * 8).min(8);
+                if take < 8 && (b >> take) != 0 {
+                    return Err(r.err("bitmap padding bits set"));
+                }
+                out.extend((0..take).map(|k| (b >> k) & 1 != 0));
+            }
+        }
+        TAG_B_RLE => {
+            let mut v = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(r.err("boolean byte not 0 or 1")),
+            };
+            let runs = r.count(n, "run count exceeds n")?;
+            if runs == 0 && n > 0 {
+                return Err(r.err("no runs"));
+            }
+            if let Some(d) = desc.as_deref_mut() {
+                d.push_str(&format!("bool-rle(runs={runs})+"));
+            }
+            let mut lens = Vec::new();
+            decode_vec(&mut r, runs, 1, &mut lens, desc)?;
+            out.reserve(n);
+            for &l in &lens {
+                let remaining = n - out.len();
+                if l < 0 || l as u64 >= remaining as u64 {
+                    return Err(r.err("run lengths exceed n"));
+                }
+                out.resize(out.len() + l as usize + 1, v);
+                v = !v;
+            }
+            if out.len() != n {
+                return Err(r.err("run lengths do not add up to n"));
+            }
+        }
+        _ => return Err(DecodeError { offset: 0, what: "not a boolean chunk" }),
+    }
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(v: &[bool]) -> usize {
+        let mut buf = Vec::new();
+        encode_bool(v, &mut buf);
+        let mut back = Vec::new();
+        decode_bool(&buf, v.len(), &mut back).unwrap();
+        assert_eq!(back, v);
+        buf.len()
+    }
+
+    #[test]
+    fn shapes() {
+        rt(&[]);
+        rt(&[true]);
+        assert!(rt(&[true; 65_536]) <= 5);
+        let runs: Vec<bool> = (0..65_536).map(|i| (i / 3000) % 2 == 0).collect();
+        assert!(rt(&runs) < 40);
+        let noise: Vec<bool> = (0..1000u32).map(|i| i.wrapping_mul(2_654_435_761) >> 31 == 1).collect();
+        assert!(rt(&noise) <= 1000 / 8 + 4);
+    }
+}
