@@ -425,7 +425,10 @@ impl Db {
     pub fn flush(&self) -> Result<()> {
         self.inner.check_open()?;
         let target = self.inner.freeze()?;
-        self.inner.wait_flushed(target)
+        self.inner.wait_flushed(target)?;
+        // Log files closed with nothing unflushed in them (e.g. by a flush with nothing new).
+        let flushed = self.inner.manifest.lock().flushed_seq;
+        self.inner.wal.remove_flushed(flushed)
     }
 
     /// Merges the segments of every partition that has more than one, and rewrites those whose
@@ -670,7 +673,10 @@ impl Inner {
             // the version's tombstones; later records have larger sequence numbers.
             self.visible_seq.load(Ordering::Acquire)
         };
-        self.wal.rotate()?;
+        // A new log file only when there is something to flush: its records then go with it.
+        if target > self.manifest.lock().flushed_seq {
+            self.wal.rotate()?;
+        }
         Ok(target)
     }
 

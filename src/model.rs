@@ -462,6 +462,43 @@ impl Bitmap {
         self.clear_tail();
     }
 
+    /// The first index in `from..end` whose bit is `value`, or `end`.
+    #[inline]
+    pub(crate) fn next(&self, value: bool, from: usize, end: usize) -> usize {
+        let mut i = from;
+        while i < end {
+            let w = self.words[i / 64];
+            let w = if value { w } else { !w } >> (i % 64);
+            if w != 0 {
+                return (i + w.trailing_zeros() as usize).min(end);
+            }
+            i = (i / 64 + 1) * 64;
+        }
+        end
+    }
+
+    /// A bitmap from booleans, packed eight at a time: a `bool` is the byte 0 or 1, so eight
+    /// of them read as a little-endian `u64` times `0x0102_0408_1020_4080` gather their low
+    /// bits into the top byte.
+    pub(crate) fn from_bools(b: &[bool]) -> Bitmap {
+        let mut words = Vec::with_capacity(b.len().div_ceil(64));
+        for c in b.chunks(64) {
+            let mut w = 0u64;
+            let eights = c.chunks_exact(8);
+            let rest = eights.remainder();
+            for (k, e) in eights.enumerate() {
+                let x = u64::from_le_bytes(std::array::from_fn(|i| e[i] as u8));
+                w |= (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
+            }
+            let base = c.len() - rest.len();
+            for (i, &v) in rest.iter().enumerate() {
+                w |= (v as u64) << (base + i);
+            }
+            words.push(w);
+        }
+        Bitmap { words, len: b.len() }
+    }
+
     /// Iterates the indices of set bits.
     pub(crate) fn ones(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
@@ -874,6 +911,26 @@ mod tests {
         }
         let ones: Vec<usize> = src.ones().collect();
         assert_eq!(ones, (0..300).filter(|&i| src.get(i)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bitmap_next_and_from_bools() {
+        let bools: Vec<bool> = (0..200).map(|i| i % 7 == 3 || (100..130).contains(&i)).collect();
+        let b = Bitmap::from_bools(&bools);
+        for (i, &v) in bools.iter().enumerate() {
+            assert_eq!(b.get(i), v);
+        }
+        for from in 0..200 {
+            for end in [from, from + 1, 150, 200] {
+                if end < from || end > 200 {
+                    continue;
+                }
+                for v in [true, false] {
+                    let want = (from..end).find(|&i| bools[i] == v).unwrap_or(end);
+                    assert_eq!(b.next(v, from, end), want, "v {v} from {from} end {end}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Summaries of values (count, min, max, sum, first, last): kept per block in segment files
 //! and computed by queries over decoded rows, with the same code so both agree.
 
-use crate::model::{FieldType, Timestamp};
+use crate::model::{Bitmap, FieldType, Timestamp};
 
 /// Statistics of values (raw 64-bit values of a field's type) over some rows.
 ///
@@ -61,20 +61,65 @@ pub(crate) fn summarize(ty: FieldType, vals: &[u64], ts: &[Timestamp]) -> Stats 
     }
 }
 
-/// Min, max (NaN ignored unless all are NaN) and sum of floats, in four independent lanes so
-/// the loop is not bound by the latency of one running sum.
+/// Statistics of the present values among rows `lo..hi` (validity `valid`), summarizing each
+/// run of present values at full speed.
+pub(crate) fn summarize_masked(
+    ty: FieldType,
+    vals: &[u64],
+    ts: &[Timestamp],
+    valid: &Bitmap,
+    lo: usize,
+    hi: usize,
+) -> Stats {
+    let mut acc = Stats::EMPTY;
+    let mut a = valid.next(true, lo, hi);
+    while a < hi {
+        let b = valid.next(false, a, hi);
+        merge_after(ty, &mut acc, &summarize(ty, &vals[a..b], &ts[a..b]));
+        a = valid.next(true, b, hi);
+    }
+    acc
+}
+
+/// Adds `b` to `a`, where `b`'s rows come after `a`'s in time.
+pub(crate) fn merge_after(ty: FieldType, a: &mut Stats, b: &Stats) {
+    if b.count == 0 {
+        return;
+    }
+    if a.count == 0 {
+        *a = *b;
+        return;
+    }
+    if less(ty, b.min, a.min) {
+        a.min = b.min;
+    }
+    if less(ty, a.max, b.max) {
+        a.max = b.max;
+    }
+    a.count += b.count;
+    a.sum += b.sum;
+    (a.last, a.last_ts) = (b.last, b.last_ts);
+}
+
+/// Min, max (NaN ignored unless all are NaN) and sum of floats, in eight independent lanes so
+/// the compiler vectorises the loop and it is not bound by the latency of one running sum.
 fn f64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) {
-    let mut s = [0.0f64; 4];
-    let mut lo = [f64::INFINITY; 4];
-    let mut hi = [f64::NEG_INFINITY; 4];
-    let chunks = vals.chunks_exact(4);
+    const L: usize = 8;
+    let mut s = [0.0f64; L];
+    let mut lo = [f64::INFINITY; L];
+    let mut hi = [f64::NEG_INFINITY; L];
+    let chunks = vals.chunks_exact(L);
     let rest = chunks.remainder();
     for c in chunks {
-        for l in 0..4 {
-            let v = f64::from_bits(c[l]);
-            s[l] += v;
-            lo[l] = if v < lo[l] { v } else { lo[l] };
-            hi[l] = if v > hi[l] { v } else { hi[l] };
+        let v: [f64; L] = std::array::from_fn(|l| f64::from_bits(c[l]));
+        for l in 0..L {
+            s[l] += v[l];
+        }
+        for l in 0..L {
+            lo[l] = if v[l] < lo[l] { v[l] } else { lo[l] };
+        }
+        for l in 0..L {
+            hi[l] = if v[l] > hi[l] { v[l] } else { hi[l] };
         }
     }
     for (l, &b) in rest.iter().enumerate() {
@@ -83,9 +128,9 @@ fn f64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) {
         lo[l] = if v < lo[l] { v } else { lo[l] };
         hi[l] = if v > hi[l] { v } else { hi[l] };
     }
-    let sum = (s[0] + s[1]) + (s[2] + s[3]);
-    let mut min = lo[0].min(lo[1]).min(lo[2]).min(lo[3]);
-    let mut max = hi[0].max(hi[1]).max(hi[2]).max(hi[3]);
+    let sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    let mut min = lo.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut max = hi.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     // An infinity left from the start means no value beat it: either the values hold that
     // infinity, or every value is NaN.
     if min == f64::INFINITY && !vals.iter().any(|&b| f64::from_bits(b) == f64::INFINITY) {

@@ -760,7 +760,16 @@ fn decode_for(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, des
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
-    let mut tmp = [0i64; BLOCK];
+    // A small stream (exceptions, dictionaries, run lengths) must not pay for zeroing a whole
+    // block's buffer.
+    let (mut small, mut big);
+    let tmp: &mut [i64] = if n <= SMALL {
+        small = [0i64; SMALL];
+        &mut small
+    } else {
+        big = [0i64; BLOCK];
+        &mut big
+    };
     let mut at = 0usize;
     for (k, &(w, off)) in metas.iter().enumerate() {
         let len = (n - k * BLOCK).min(BLOCK);
@@ -784,6 +793,9 @@ fn decode_for(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, des
     }
     Ok(())
 }
+
+/// Buffer size for streams short enough not to need a whole block's buffer.
+const SMALL: usize = 64;
 
 fn decode_split(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, desc: Desc<'_>) -> Result<()> {
     let base = r.zigzag()?;
@@ -819,15 +831,46 @@ fn decode_split(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, d
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
-    let mut low = [0u64; BLOCK];
-    let mut tmp = [0i64; BLOCK];
+    // Scratch blocks are reused across calls on this thread (zeroing 16 KiB per chunk would
+    // cost as much as decoding it); a nested use finds the scratch taken and allocates.
+    let mut scratch = SCRATCH.with(|c| c.take()).unwrap_or_else(|| Box::new(([0u64; BLOCK], [0i64; BLOCK])));
+    let result = split_blocks(r, n, k, g, base, data, &high, &mut p, exc, sink, &mut scratch);
+    SCRATCH.with(|c| c.set(Some(scratch)));
+    result
+}
+
+/// Two blocks of scratch for the split decoder.
+type Scratch = ([u64; BLOCK], [i64; BLOCK]);
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split_blocks(
+    r: &Reader<'_>,
+    n: usize,
+    k: u8,
+    g: u64,
+    base: i64,
+    data: &[u8],
+    high: &[u8],
+    p: &mut Patcher<'_>,
+    exc: usize,
+    sink: &mut dyn Sink,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let (low, tmp) = (&mut scratch.0, &mut scratch.1);
     let mut at = 0usize;
     for (start, hi) in (0..n).step_by(BLOCK).zip(high.chunks(BLOCK)) {
         let len = hi.len();
         let bytes = block_len(len, u32::from(k));
         let src = data.get(at..at + bytes).ok_or_else(|| r.err("bit-packed data malformed"))?;
         at += bytes;
-        if k > 0 && !bitpack::unpack_block(src, u32::from(k), &mut low[..len], |x| x) {
+        // The scratch is reused: width 0 must clear what an earlier chunk left.
+        if k == 0 {
+            low[..len].fill(0);
+        } else if !bitpack::unpack_block(src, u32::from(k), &mut low[..len], |x| x) {
             return Err(r.err("bit-packed data malformed"));
         }
         if g == 1 {

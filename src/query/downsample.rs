@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::catalog::{FieldIdx, MachineIdx};
 use crate::db::{Db, Snapshot};
 use crate::error::{Error, Result};
-use crate::model::{FieldType, TimeRange, Timestamp};
+use crate::model::{Bitmap, FieldType, TimeRange, Timestamp};
 use crate::rows::{ColData, RowSet};
 use crate::segment::{MachineIndex, Segment};
-use crate::stats::{Stats, less, summarize};
+use crate::stats::{Stats, less, merge_after, summarize, summarize_masked};
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
 use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines};
@@ -452,23 +452,65 @@ impl SeriesBuilder {
         let all_valid = col.valid.all();
         let mut added = 0;
         let mut i = lo;
-        let (mut vals, mut vts) = (Vec::new(), Vec::new());
         while i < hi {
             let (bucket, next) = bucketing.span(ts[i]);
             let j = gallop(ts, i, hi, next);
             let s = if all_valid {
                 summarize(ty, &col.vals[i..j], &ts[i..j])
             } else {
-                vals.clear();
-                vts.clear();
-                for (k, &t) in ts.iter().enumerate().take(j).skip(i) {
-                    if col.valid.get(k) {
-                        vals.push(col.vals[k]);
-                        vts.push(t);
-                    }
-                }
-                summarize(ty, &vals, &vts)
+                summarize_masked(ty, &col.vals, ts, &col.valid, i, j)
             };
+            if s.count > 0 {
+                self.add_stats(ty, bucket, &s, budget)?;
+                added += s.count as u64;
+            }
+            i = j;
+        }
+        Ok(added)
+    }
+
+    /// Like [`SeriesBuilder::add_rows`] for a block decoded compactly: `vals` holds the
+    /// present values in row order and `valid` (when some rows lack a value) says which rows.
+    #[allow(clippy::too_many_arguments)]
+    fn add_rows_compact(
+        &mut self,
+        ty: FieldType,
+        bucketing: &Bucketing,
+        range: TimeRange,
+        ts: &[Timestamp],
+        vals: &[u64],
+        valid: Option<&Bitmap>,
+        budget: &AtomicUsize,
+    ) -> Result<u64> {
+        let lo = ts.partition_point(|&t| t < range.start);
+        let hi = ts.partition_point(|&t| t < range.end);
+        let mut added = 0;
+        // Index into `vals` of the first present row at or after `i`.
+        let mut k = match valid {
+            None => lo,
+            Some(v) => v.slice(0, lo).count_ones(),
+        };
+        let mut i = lo;
+        while i < hi {
+            let (bucket, next) = bucketing.span(ts[i]);
+            let j = gallop(ts, i, hi, next);
+            let s = match valid {
+                None => summarize(ty, &vals[i..j], &ts[i..j]),
+                Some(v) => {
+                    let mut acc = Stats::EMPTY;
+                    let mut a = v.next(true, i, j);
+                    while a < j {
+                        let b = v.next(false, a, j);
+                        merge_after(ty, &mut acc, &summarize(ty, &vals[k..k + (b - a)], &ts[a..b]));
+                        k += b - a;
+                        a = v.next(true, b, j);
+                    }
+                    acc
+                }
+            };
+            if valid.is_none() {
+                k = j;
+            }
             if s.count > 0 {
                 self.add_stats(ty, bucket, &s, budget)?;
                 added += s.count as u64;
@@ -621,8 +663,22 @@ fn downsample_machine(
                                 counters.blocks_from_stats += 1;
                                 continue;
                             }
-                            let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, &dels, counters)?;
-                            builder.add_rows(*ty, &bucketing, range, &ts, &col, budget)?;
+                            if dels[seg].is_empty() {
+                                let (ts, vals, valid) =
+                                    decode_compact(window, &mut ts_cache, one.src, *ty, counters)?;
+                                builder.add_rows_compact(
+                                    *ty,
+                                    &bucketing,
+                                    range,
+                                    &ts,
+                                    &vals,
+                                    valid.as_ref(),
+                                    budget,
+                                )?;
+                            } else {
+                                let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, &dels, counters)?;
+                                builder.add_rows(*ty, &bucketing, range, &ts, &col, budget)?;
+                            }
                         }
                         Src::Mem => {
                             let col = mem_w.cols[k].as_ref().expect("memtable column");
@@ -656,6 +712,44 @@ fn downsample_machine(
     Ok(builders)
 }
 
+/// A block decoded compactly: its timestamps, the present values in row order, the validity.
+type CompactBlock = (Arc<Vec<Timestamp>>, Vec<u64>, Option<Bitmap>);
+
+/// Decodes one field of one block compactly (present values and validity), its timestamps
+/// cached per window.
+fn decode_compact(
+    window: &[(&Segment, &MachineIndex)],
+    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    src: Src,
+    ty: FieldType,
+    counters: &mut QueryCounters,
+) -> Result<CompactBlock> {
+    let Src::Block { seg, group, block, pos } = src else { unreachable!("decode of a memtable item") };
+    let (s, mi) = window[seg];
+    let b = &mi.groups[group].blocks[block];
+    let ts = block_ts_cached(s, b, cache, (seg, group, block))?;
+    let (vals, valid) = s.block_field_compact(ty, b.rows as usize, &b.fields[pos])?;
+    counters.blocks_decoded += 1;
+    counters.points_decoded += b.fields[pos].stats.count as u64;
+    Ok((ts, vals, valid))
+}
+
+fn block_ts_cached(
+    s: &Segment,
+    b: &crate::segment::BlockIndex,
+    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    key: (usize, usize, usize),
+) -> Result<Arc<Vec<Timestamp>>> {
+    if let Some(ts) = cache.get(&key) {
+        return Ok(ts.clone());
+    }
+    let mut ts = Vec::new();
+    s.block_ts(b, &mut ts)?;
+    let ts = Arc::new(ts);
+    cache.insert(key, ts.clone());
+    Ok(ts)
+}
+
 /// Decodes one field of one block (its timestamps cached per window), hiding deleted values.
 fn decode(
     window: &[(&Segment, &MachineIndex)],
@@ -668,16 +762,7 @@ fn decode(
     let Src::Block { seg, group, block, pos } = src else { unreachable!("decode of a memtable item") };
     let (s, mi) = window[seg];
     let b = &mi.groups[group].blocks[block];
-    let ts = match cache.get(&(seg, group, block)) {
-        Some(ts) => ts.clone(),
-        None => {
-            let mut ts = Vec::new();
-            s.block_ts(b, &mut ts)?;
-            let ts = Arc::new(ts);
-            cache.insert((seg, group, block), ts.clone());
-            ts
-        }
-    };
+    let ts = block_ts_cached(s, b, cache, (seg, group, block))?;
     let mut col = s.block_field(ty, b.rows as usize, &b.fields[pos])?;
     mask(&ts, &mut col.valid, &dels[seg]);
     counters.blocks_decoded += 1;

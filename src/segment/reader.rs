@@ -164,6 +164,34 @@ impl Segment {
 
     /// Decodes one field of a block into a column over the block's rows.
     pub(crate) fn block_field(&self, ty: FieldType, rows: usize, fc: &FieldChunk) -> Result<ColData> {
+        let (vals, valid) = self.block_field_compact(ty, rows, fc)?;
+        Ok(match valid {
+            None => ColData { vals, valid: Bitmap::with_len(rows, true) },
+            Some(bm) => {
+                // Spread the present values over their rows, a run of present rows at a time;
+                // missing rows hold 0.
+                let mut out = vec![0u64; rows];
+                let mut k = 0;
+                let mut a = bm.next(true, 0, rows);
+                while a < rows {
+                    let b = bm.next(false, a, rows);
+                    out[a..b].copy_from_slice(&vals[k..k + (b - a)]);
+                    k += b - a;
+                    a = bm.next(true, b, rows);
+                }
+                ColData { vals: out, valid: bm }
+            }
+        })
+    }
+
+    /// Decodes one field of a block as its present values, in row order, and the validity
+    /// (`None`: every row has a value).
+    pub(crate) fn block_field_compact(
+        &self,
+        ty: FieldType,
+        rows: usize,
+        fc: &FieldChunk,
+    ) -> Result<(Vec<u64>, Option<Bitmap>)> {
         let c = &fc.chunk;
         let bytes = self.chunk_bytes(c)?;
         let count = fc.stats.count as usize;
@@ -188,10 +216,11 @@ impl Segment {
                     let c5 = ChunkRef { offset: c.offset + 5, ..*c };
                     self.codec_err(&c5, e)
                 })?;
-                if valid.iter().filter(|&&v| v).count() != count {
+                let bm = Bitmap::from_bools(&valid);
+                if bm.count_ones() != count {
                     return Err(bad("validity disagrees with the index's count"));
                 }
-                (Some(valid), &bytes[5 + len..])
+                (Some(bm), &bytes[5 + len..])
             }
             _ => return Err(bad("unknown chunk mode")),
         };
@@ -200,21 +229,7 @@ impl Segment {
             let cv = ChunkRef { offset: c.offset + voff, ..*c };
             self.codec_err(&cv, e)
         })?;
-        Ok(match valid {
-            None => ColData { vals, valid: Bitmap::with_len(rows, true) },
-            Some(valid) => {
-                let mut out = vec![0u64; rows];
-                let mut it = vals.into_iter();
-                let mut bm = Bitmap::new();
-                for (r, &v) in valid.iter().enumerate() {
-                    if v {
-                        out[r] = it.next().unwrap_or(0);
-                    }
-                    bm.push(v);
-                }
-                ColData { vals: out, valid: bm }
-            }
-        })
+        Ok((vals, valid))
     }
 
     /// A machine's rows in `range` for the requested fields (by name; fields this segment
