@@ -20,6 +20,8 @@ pub const FIELDS_PER_MACHINE_MAX: usize = 65_535;
 pub(crate) struct FieldEntry {
     pub(crate) name: Arc<str>,
     pub(crate) ty: FieldType,
+    /// Registered by a write still in flight: not visible, undone if that write fails.
+    pub(crate) provisional: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub(crate) struct MachineEntry {
     pub(crate) name: Arc<str>,
     pub(crate) fields: Vec<FieldEntry>,
     by_name: HashMap<Arc<str>, FieldIdx>,
+    /// Registered by a write still in flight: not visible, undone if that write fails.
+    pub(crate) provisional: bool,
 }
 
 impl MachineEntry {
@@ -39,6 +43,14 @@ impl MachineEntry {
 pub(crate) struct Catalog {
     pub(crate) machines: Vec<MachineEntry>,
     by_name: HashMap<Arc<str>, MachineIdx>,
+}
+
+/// What a provisional registration added, to confirm or undo it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Added {
+    machines_before: usize,
+    /// Existing machines that got fields: (machine, its field count before).
+    fields_before: Vec<(MachineIdx, usize)>,
 }
 
 /// Where each field of each group of a batch lives in the catalog.
@@ -63,7 +75,12 @@ impl Catalog {
         }
         let name: Arc<str> = Arc::from(name);
         let m = self.machines.len() as MachineIdx;
-        self.machines.push(MachineEntry { name: name.clone(), fields: Vec::new(), by_name: HashMap::new() });
+        self.machines.push(MachineEntry {
+            name: name.clone(),
+            fields: Vec::new(),
+            by_name: HashMap::new(),
+            provisional: false,
+        });
         self.by_name.insert(name, m);
         m
     }
@@ -91,25 +108,26 @@ impl Catalog {
         }
         let name: Arc<str> = Arc::from(name);
         let f = e.fields.len() as FieldIdx;
-        e.fields.push(FieldEntry { name: name.clone(), ty });
+        e.fields.push(FieldEntry { name: name.clone(), ty, provisional: false });
         e.by_name.insert(name, f);
         Ok(f)
     }
 
     /// Checks a batch's types against the catalog without changing anything.
-    /// Returns `Ok(Some(map))` when every machine and field already exists.
+    /// Returns `Ok(Some(map))` when every machine and field already exists (and is not
+    /// provisional: a batch that touches a provisional entry must wait for it to settle).
     pub(crate) fn check(&self, batch: &WriteBatch) -> Result<Option<BatchMap>> {
         let mut groups = Vec::with_capacity(batch.groups.len());
         let mut complete = true;
         for g in &batch.groups {
-            let Some(m) = self.machine(&g.machine) else {
+            let Some(m) = self.machine(&g.machine).filter(|&m| !self.entry(m).provisional) else {
                 complete = false;
                 continue;
             };
             let e = self.entry(m);
             let mut idx = Vec::with_capacity(g.fields.len());
             for f in &g.fields {
-                match e.field(&f.name) {
+                match e.field(&f.name).filter(|&i| !e.fields[i as usize].provisional) {
                     Some(i) => {
                         let have = e.fields[i as usize].ty;
                         if have != f.ty {
@@ -130,10 +148,48 @@ impl Catalog {
         Ok(complete.then_some(BatchMap { groups }))
     }
 
-    /// Registers every machine and field of a batch, all or nothing.
+    /// Registers every machine and field of a batch, all or nothing, for good (log replay).
     pub(crate) fn register(&mut self, batch: &WriteBatch) -> Result<BatchMap> {
+        let (map, _) = self.register_inner(batch, false)?;
+        Ok(map)
+    }
+
+    /// Registers the batch's new machines and fields provisionally: they stay invisible until
+    /// [`Catalog::confirm`], and [`Catalog::undo`] removes them (a write that failed must not
+    /// fix types). At most one provisional registration may be open at a time.
+    pub(crate) fn register_provisional(&mut self, batch: &WriteBatch) -> Result<(BatchMap, Added)> {
+        debug_assert!(!self.machines.iter().any(|m| m.provisional || m.fields.iter().any(|f| f.provisional)));
+        self.register_inner(batch, true)
+    }
+
+    /// Makes a provisional registration permanent.
+    pub(crate) fn confirm(&mut self, added: &Added) {
+        for m in &mut self.machines[added.machines_before..] {
+            m.provisional = false;
+            m.fields.iter_mut().for_each(|f| f.provisional = false);
+        }
+        for &(m, before) in &added.fields_before {
+            self.machines[m as usize].fields[before..].iter_mut().for_each(|f| f.provisional = false);
+        }
+    }
+
+    /// Removes what a provisional registration added.
+    pub(crate) fn undo(&mut self, added: &Added) {
+        for m in self.machines.drain(added.machines_before..) {
+            self.by_name.remove(&m.name);
+        }
+        for &(m, before) in &added.fields_before {
+            let e = &mut self.machines[m as usize];
+            for f in e.fields.drain(before..) {
+                e.by_name.remove(&f.name);
+            }
+        }
+    }
+
+    fn register_inner(&mut self, batch: &WriteBatch, provisional: bool) -> Result<(BatchMap, Added)> {
+        let mut added = Added { machines_before: self.machines.len(), fields_before: Vec::new() };
         if let Some(map) = self.check(batch)? {
-            return Ok(map);
+            return Ok((map, added));
         }
         // check() found no type conflict with existing fields; the only remaining failure is
         // the per-machine field limit, checked before anything changes.
@@ -154,12 +210,31 @@ impl Catalog {
         let mut groups = Vec::with_capacity(batch.groups.len());
         for g in &batch.groups {
             let m = self.intern_machine(&g.machine);
+            let before = self.machines[m as usize].fields.len();
+            if (m as usize) < added.machines_before && !added.fields_before.iter().any(|&(x, _)| x == m) {
+                added.fields_before.push((m, before));
+            }
             let mut idx = Vec::with_capacity(g.fields.len());
             for f in &g.fields {
-                idx.push(self.intern_field(m, &f.name, f.ty)?);
+                match self.intern_field(m, &f.name, f.ty) {
+                    Ok(i) => idx.push(i),
+                    Err(e) => {
+                        self.undo(&added);
+                        return Err(e);
+                    }
+                }
             }
             groups.push((m, idx));
         }
-        Ok(BatchMap { groups })
+        if provisional {
+            for m in &mut self.machines[added.machines_before..] {
+                m.provisional = true;
+                m.fields.iter_mut().for_each(|f| f.provisional = true);
+            }
+            for &(m, before) in &added.fields_before {
+                self.machines[m as usize].fields[before..].iter_mut().for_each(|f| f.provisional = true);
+            }
+        }
+        Ok((BatchMap { groups }, added))
     }
 }

@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     bg_done: Condvar,
     /// Set when a failure leaves durable state unknown (e.g. the manifest's directory sync).
     poisoned: Mutex<Option<String>>,
+    /// Held by a write that registers new machines or fields, from registration to its log
+    /// write's outcome.
+    registering: Mutex<()>,
     /// Held while flushing or compacting: one change of the live segments at a time.
     work: Mutex<()>,
     /// The newest timestamp written (for retention); `i64::MIN` when empty.
@@ -258,6 +261,7 @@ impl Db {
             bg_work: Condvar::new(),
             bg_done: Condvar::new(),
             poisoned: Mutex::new(None),
+            registering: Mutex::new(()),
             work: Mutex::new(()),
             max_ts: AtomicI64::new(max_ts),
             stats_bytes_flushed: AtomicU64::new(0),
@@ -332,24 +336,49 @@ impl Db {
                 "batch encodes to {len} bytes; split it into batches under {RECORD_LEN_MAX} bytes"
             )));
         }
-        let map = {
-            let cat = inner.catalog.read().clone();
-            match cat.check(batch)? {
-                Some(map) => map,
-                None => {
-                    // Copy-on-write: queries holding the old catalog keep it.
-                    let mut w = inner.catalog.write();
-                    Arc::make_mut(&mut *w).register(batch)?
-                }
+        // A batch with new machines or fields registers them provisionally, one such batch at
+        // a time (`registering`), and confirms them only once its record is written: a write
+        // that fails leaves no trace, not even a field's type.
+        let cat = inner.catalog.read().clone();
+        let (map, registering) = match cat.check(batch)? {
+            Some(map) => (map, None),
+            None => {
+                let turn = inner.registering.lock();
+                // Copy-on-write: queries holding the old catalog keep it.
+                let mut w = inner.catalog.write();
+                let (map, added) = Arc::make_mut(&mut *w).register_provisional(batch)?;
+                (map, Some((turn, added)))
             }
         };
+        drop(cat);
+        let result = self.write_logged(batch, len, &map, registering.as_ref().map(|(_, a)| a));
+        if let Some((_turn, added)) = registering
+            && let Err(e) = &result
+            && !matches!(e, Error::Poisoned { .. })
+        {
+            Arc::make_mut(&mut *inner.catalog.write()).undo(&added);
+        }
+        result
+    }
+
+    fn write_logged(
+        &self,
+        batch: &WriteBatch,
+        len: usize,
+        map: &crate::catalog::BatchMap,
+        added: Option<&crate::catalog::Added>,
+    ) -> Result<()> {
+        let inner = &*self.inner;
         inner.backpressure()?;
         let mut body = Vec::with_capacity(len);
         format::encode_batch(batch, &mut body);
         let batch_max_ts = batch.groups.iter().flat_map(|g| g.ts.iter().copied()).max().unwrap_or(i64::MIN);
         inner.commit(&body, |inner, seq| {
+            if let Some(added) = added {
+                Arc::make_mut(&mut *inner.catalog.write()).confirm(added);
+            }
             let active = inner.version.lock().active.clone();
-            active.insert(&map, batch, seq);
+            active.insert(map, batch, seq);
             inner.max_ts.fetch_max(batch_max_ts, Ordering::AcqRel);
             if active.bytes() >= inner.freeze_bytes() {
                 inner.freeze_locked();
@@ -833,12 +862,11 @@ impl Inner {
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
         let mut built = Vec::new();
         for (p, machines) in parts {
-            let made = self.build_segment(
-                p,
-                (min_seq, max_seq, applied_seq),
-                self.opts.block_rows,
-                machines.into_iter().map(Ok),
-            );
+            // Encoding is the expensive part of a flush: spread it over the cores.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let encoded = segment::writer::encode_all(&machines, self.opts.block_rows, threads);
+            drop(machines);
+            let made = self.build_segment(p, (min_seq, max_seq, applied_seq), encoded.into_iter().map(Ok));
             match made {
                 Ok(Some(u)) => built.push(u),
                 Ok(None) => {}
@@ -862,30 +890,19 @@ impl Inner {
         &self,
         p: i64,
         (min_seq, max_seq, applied_seq): (u64, u64, u64),
-        block_rows: usize,
-        machines: impl Iterator<Item = Result<segment::writer::MachineData>>,
+        machines: impl Iterator<Item = Result<segment::writer::EncodedMachine>>,
     ) -> Result<Option<Unsynced>> {
         const CHUNK_BYTES: usize = 4 << 20;
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.join(segment::file_name(id));
         let tmp = crate::io::tmp_path(&path);
-        let mut builder = segment::writer::SegmentBuilder::new(
-            p,
-            self.opts.partition_width,
-            min_seq,
-            max_seq,
-            applied_seq,
-            block_rows,
-        );
+        let mut builder =
+            segment::writer::SegmentBuilder::new(p, self.opts.partition_width, min_seq, max_seq, applied_seq);
         let mut file: Option<Box<dyn crate::io::WriteFile>> = None;
         let mut written = 0u64;
         let result = (|| -> Result<Option<SegmentSummary>> {
-            for md in machines {
-                let md = md?;
-                if md.fields.is_empty() {
-                    continue;
-                }
-                builder.add(&md);
+            for e in machines {
+                builder.add_encoded(e?);
                 if builder.pending() >= CHUNK_BYTES {
                     let f = match &mut file {
                         Some(f) => f,
@@ -904,7 +921,7 @@ impl Inner {
                 None => file.insert(self.fs.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?),
             };
             let head = builder.take_bytes();
-            let b = std::mem::replace(&mut builder, segment::writer::SegmentBuilder::new(0, 1, 0, 0, 0, 1));
+            let b = std::mem::replace(&mut builder, segment::writer::SegmentBuilder::new(0, 1, 0, 0, 0));
             let (tail, summary) = b.finish();
             for bytes in [head, tail] {
                 f.write_all(&bytes).map_err(|e| Error::io("write", &tmp, e))?;
@@ -1052,8 +1069,13 @@ impl Inner {
         next.segments.extend(added.iter().map(|(_, meta)| *meta));
         next.tombstones = tombs.iter().filter(|t| t.seq <= flushed_seq).map(|t| (**t).clone()).collect();
         if let Err(e) = self.publish_manifest(&next) {
-            for (s, _) in &added {
-                let _ = self.fs.remove(&s.path);
+            // After a failure past the rename (the database is then poisoned) the new manifest
+            // may be the one in place: its segments must stay (the next open removes them if
+            // the old manifest won).
+            if self.poisoned.lock().is_none() {
+                for (s, _) in &added {
+                    let _ = self.fs.remove(&s.path);
+                }
             }
             return Err(e);
         }
@@ -1165,16 +1187,17 @@ impl Inner {
             rows.drop_empty_rows();
             Ok(segment::writer::MachineData::new(name.clone(), &schema, rows))
         });
+        let block_rows = self.opts.compaction_block_rows;
+        let machines = machines.filter_map(|m| match m {
+            Ok(m) if m.fields.is_empty() => None,
+            Ok(m) => Some(Ok(segment::writer::encode_machine(&m, block_rows))),
+            Err(e) => Some(Err(e)),
+        });
         let min_seq = inputs.iter().map(|s| s.index.min_seq).min().unwrap_or(0);
         let max_seq = inputs.iter().map(|s| s.index.max_seq).max().unwrap_or(0);
         // Every delete known now is applied by the reads above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        let built = self.build_segment(
-            job.partition,
-            (min_seq, max_seq, applied_seq),
-            self.opts.compaction_block_rows,
-            machines,
-        )?;
+        let built = self.build_segment(job.partition, (min_seq, max_seq, applied_seq), machines)?;
         let made = self.finish_segments(built.into_iter().collect())?;
         let written: u64 = made.iter().map(|(_, m)| m.bytes).sum();
         self.stats_bytes_compacted.fetch_add(written, Ordering::Relaxed);

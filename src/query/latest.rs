@@ -87,7 +87,11 @@ impl Db {
     /// One machine's catalog entry, or `None` when it does not exist.
     pub fn machine(&self, name: &str) -> Result<Option<MachineInfo>> {
         let snap = self.snapshot()?;
-        Ok(snap.catalog.machine(name).map(|m| machine_info(&snap, m)))
+        Ok(snap
+            .catalog
+            .machine(name)
+            .filter(|&m| !snap.catalog.entry(m).provisional)
+            .map(|m| machine_info(&snap, m)))
     }
 }
 
@@ -110,7 +114,12 @@ fn machine_info(snap: &Snapshot, m: MachineIdx) -> MachineInfo {
     }
     MachineInfo {
         name: e.name.clone(),
-        fields: e.fields.iter().map(|f| FieldInfo { name: f.name.clone(), field_type: f.ty }).collect(),
+        fields: e
+            .fields
+            .iter()
+            .filter(|f| !f.provisional)
+            .map(|f| FieldInfo { name: f.name.clone(), field_type: f.ty })
+            .collect(),
         time_bounds: bounds,
     }
 }

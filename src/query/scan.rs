@@ -98,6 +98,8 @@ pub(crate) fn resolve_machines(snap: &Snapshot, machines: &Machines) -> Vec<Mach
         Machines::All => (0..cat.machines.len() as MachineIdx).collect(),
         Machines::List(names) => names.iter().filter_map(|n| cat.machine(n)).collect(),
     };
+    // Machines registered by a write still in flight do not exist yet.
+    v.retain(|&m| !cat.entry(m).provisional);
     v.sort_by(|&a, &b| cat.entry(a).name.as_bytes().cmp(cat.entry(b).name.as_bytes()));
     v.dedup();
     v
@@ -111,11 +113,18 @@ pub(crate) fn resolve_fields(
 ) -> Vec<(FieldIdx, Arc<str>, FieldType)> {
     let e = snap.catalog.entry(m);
     match fields {
-        None => e.fields.iter().enumerate().map(|(i, f)| (i as FieldIdx, f.name.clone(), f.ty)).collect(),
+        None => e
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.provisional)
+            .map(|(i, f)| (i as FieldIdx, f.name.clone(), f.ty))
+            .collect(),
         Some(names) => {
             let mut out: Vec<(FieldIdx, Arc<str>, FieldType)> = Vec::new();
             for n in names {
                 if let Some(i) = e.field(n)
+                    && !e.fields[i as usize].provisional
                     && !out.iter().any(|(j, _, _)| *j == i)
                 {
                     let f = &e.fields[i as usize];

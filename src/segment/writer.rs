@@ -50,7 +50,6 @@ pub(crate) struct SegmentBuilder {
     machines: u32,
     last: Option<Arc<str>>,
     summary: SegmentSummary,
-    block_rows: usize,
     head: [u8; 40],
 }
 
@@ -61,7 +60,6 @@ impl SegmentBuilder {
         min_seq: u64,
         max_seq: u64,
         applied_seq: u64,
-        block_rows: usize,
     ) -> SegmentBuilder {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
@@ -81,20 +79,27 @@ impl SegmentBuilder {
             machines: 0,
             last: None,
             summary: SegmentSummary { ts_min: i64::MAX, ts_max: i64::MIN, points: 0 },
-            block_rows,
             head,
         }
     }
 
-    /// Adds a machine; machines must come in byte-wise order of their ids, each with rows.
-    pub(crate) fn add(&mut self, m: &MachineData) {
-        debug_assert!(self.last.as_ref().is_none_or(|l| l.as_bytes() < m.name.as_bytes()));
-        debug_assert!(!m.rows.ts.is_empty() && !m.fields.is_empty());
-        self.summary.ts_min = self.summary.ts_min.min(m.rows.ts[0]);
-        self.summary.ts_max = self.summary.ts_max.max(*m.rows.ts.last().unwrap());
-        self.summary.points += encode_machine(m, self.block_rows, &mut self.out, self.taken, &mut self.index);
+    /// Adds a machine encoded by [`encode_machine`]; machines must come in byte-wise order of
+    /// their ids.
+    pub(crate) fn add_encoded(&mut self, e: EncodedMachine) {
+        debug_assert!(self.last.as_ref().is_none_or(|l| l.as_bytes() < e.name.as_bytes()));
+        self.summary.ts_min = self.summary.ts_min.min(e.ts_min);
+        self.summary.ts_max = self.summary.ts_max.max(e.ts_max);
+        self.summary.points += e.points;
+        let base = self.taken + self.out.len() as u64;
+        let mut index = e.index;
+        for &at in &e.relocs {
+            let rel = u64::from_le_bytes(index[at..at + 8].try_into().expect("8 bytes"));
+            index[at..at + 8].copy_from_slice(&(base + rel).to_le_bytes());
+        }
+        self.out.extend_from_slice(&e.data);
+        self.index.extend_from_slice(&index);
         self.machines += 1;
-        self.last = Some(m.name.clone());
+        self.last = Some(e.name);
     }
 
     /// Machines added so far.
@@ -152,10 +157,9 @@ pub(crate) fn encode_segment(
     machines: &[MachineData],
     block_rows: usize,
 ) -> (Vec<u8>, SegmentSummary) {
-    let mut b =
-        SegmentBuilder::new(partition_start, partition_width, min_seq, max_seq, applied_seq, block_rows);
+    let mut b = SegmentBuilder::new(partition_start, partition_width, min_seq, max_seq, applied_seq);
     for m in machines {
-        b.add(m);
+        b.add_encoded(encode_machine(m, block_rows));
     }
     let mut bytes = b.take_bytes();
     let (rest, summary) = b.finish();
@@ -170,12 +174,66 @@ fn put_name(index: &mut Vec<u8>, name: &str) {
 
 /// Encodes one machine's chunks into `out` and its index entry into `index`; returns the
 /// number of values written.
-fn encode_machine(
+/// One machine encoded on its own: its chunks (offsets relative to `data`), its index entry,
+/// and where in the entry the chunk offsets are (to relocate them when appended to a file).
+pub(crate) struct EncodedMachine {
+    data: Vec<u8>,
+    index: Vec<u8>,
+    relocs: Vec<usize>,
+    points: u64,
+    ts_min: Timestamp,
+    ts_max: Timestamp,
+    name: Arc<str>,
+}
+
+/// Encodes one machine (CPU work only; machines can be encoded on several threads).
+pub(crate) fn encode_machine(m: &MachineData, block_rows: usize) -> EncodedMachine {
+    let mut e = EncodedMachine {
+        data: Vec::new(),
+        index: Vec::new(),
+        relocs: Vec::new(),
+        points: 0,
+        ts_min: m.rows.ts[0],
+        ts_max: *m.rows.ts.last().expect("machines have rows"),
+        name: m.name.clone(),
+    };
+    e.points = encode_machine_into(m, block_rows, &mut e.data, &mut e.index, &mut e.relocs);
+    e
+}
+
+/// Encodes every machine, on up to `threads` threads; results in the input order.
+pub(crate) fn encode_all(machines: &[MachineData], block_rows: usize, threads: usize) -> Vec<EncodedMachine> {
+    let threads = threads.clamp(1, machines.len().max(1));
+    if threads == 1 {
+        return machines.iter().map(|m| encode_machine(m, block_rows)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, EncodedMachine)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(m) = machines.get(i) else { break };
+                        mine.push((i, encode_machine(m, block_rows)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().expect("encoder thread panicked")).collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, e)| e).collect()
+}
+
+fn encode_machine_into(
     m: &MachineData,
     block_rows: usize,
     out: &mut Vec<u8>,
-    base: u64,
     index: &mut Vec<u8>,
+    relocs: &mut Vec<usize>,
 ) -> u64 {
     put_name(index, &m.name);
     index.extend_from_slice(&(m.fields.len() as u16).to_le_bytes());
@@ -206,7 +264,7 @@ fn encode_machine(
             index.extend_from_slice(&ts[ts.len() - 1].to_le_bytes());
             let at = out.len();
             codec::encode_timestamps(&ts, out);
-            put_chunk(index, out, base, at);
+            put_chunk(index, out, relocs, at);
             for &f in &members {
                 let (ty, col) = (m.fields[f].1, cols[f]);
                 valid.clear();
@@ -227,7 +285,7 @@ fn encode_machine(
                     out[len_at..len_at + 4].copy_from_slice(&vlen.to_le_bytes());
                 }
                 encode_values(ty, &present, out);
-                put_chunk(index, out, base, at);
+                put_chunk(index, out, relocs, at);
                 let s = crate::stats::summarize(ty, &present, &present_ts);
                 put_stats(index, &s);
                 points += present.len() as u64;
@@ -238,8 +296,9 @@ fn encode_machine(
 }
 
 /// Records the chunk `out[at..]` in the index: offset, length, crc.
-fn put_chunk(index: &mut Vec<u8>, out: &[u8], base: u64, at: usize) {
-    index.extend_from_slice(&(base + at as u64).to_le_bytes());
+fn put_chunk(index: &mut Vec<u8>, out: &[u8], relocs: &mut Vec<usize>, at: usize) {
+    relocs.push(index.len());
+    index.extend_from_slice(&(at as u64).to_le_bytes());
     index.extend_from_slice(&((out.len() - at) as u32).to_le_bytes());
     index.extend_from_slice(&crc32fast::hash(&out[at..]).to_le_bytes());
 }
