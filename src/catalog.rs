@@ -43,6 +43,8 @@ impl MachineEntry {
 pub(crate) struct Catalog {
     pub(crate) machines: Vec<MachineEntry>,
     by_name: HashMap<Arc<str>, MachineIdx>,
+    /// Every machine, in byte-wise order of its id.
+    sorted: Vec<MachineIdx>,
 }
 
 /// What a provisional registration added, to confirm or undo it.
@@ -81,8 +83,16 @@ impl Catalog {
             by_name: HashMap::new(),
             provisional: false,
         });
+        let at =
+            self.sorted.partition_point(|&x| self.machines[x as usize].name.as_bytes() < name.as_bytes());
+        self.sorted.insert(at, m);
         self.by_name.insert(name, m);
         m
+    }
+
+    /// Every machine, in byte-wise order of its id.
+    pub(crate) fn sorted(&self) -> &[MachineIdx] {
+        &self.sorted
     }
 
     /// Adds a field if it is new; fails when it exists with another type.
@@ -178,6 +188,8 @@ impl Catalog {
         for m in self.machines.drain(added.machines_before..) {
             self.by_name.remove(&m.name);
         }
+        let n = self.machines.len() as MachineIdx;
+        self.sorted.retain(|&m| m < n);
         for &(m, before) in &added.fields_before {
             let e = &mut self.machines[m as usize];
             for f in e.fields.drain(before..) {

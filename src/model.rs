@@ -623,14 +623,18 @@ impl WriteBatch {
     }
 
     fn group(&mut self, machine: &str) -> Result<&mut BatchGroup> {
-        let i = match self.group_index.get(machine) {
-            Some(&i) => i,
-            None => {
-                validate_machine_id(machine)?;
-                self.groups.push(BatchGroup::new(machine.to_string()));
-                self.group_index.insert(machine.to_string(), self.groups.len() - 1);
-                self.groups.len() - 1
-            }
+        // Rows usually come machine after machine: try the last one before hashing.
+        let i = match self.groups.last() {
+            Some(g) if g.machine == machine => self.groups.len() - 1,
+            _ => match self.group_index.get(machine) {
+                Some(&i) => i,
+                None => {
+                    validate_machine_id(machine)?;
+                    self.groups.push(BatchGroup::new(machine.to_string()));
+                    self.group_index.insert(machine.to_string(), self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
+            },
         };
         Ok(&mut self.groups[i])
     }
@@ -654,23 +658,30 @@ impl WriteBatch {
         let fields: Vec<(N, Value)> = fields.into_iter().map(|(n, v)| (n, v.into())).collect();
         for (i, (n, _)) in fields.iter().enumerate() {
             let n = n.as_ref();
-            validate_field_name(n)?;
             if fields[..i].iter().any(|(m, _)| m.as_ref() == n) {
                 return Err(Error::invalid(format!("field {n:?} given twice in one row")));
             }
         }
         let g = self.group(machine)?;
-        // Check types before changing anything, so an error leaves the batch as it was.
+        // Resolve and check every field before changing anything, so an error leaves the batch
+        // as it was; names are validated when they are new to the batch.
+        let mut slots = Vec::with_capacity(fields.len());
         for (n, v) in &fields {
-            if let Some(&i) = g.field_index.get(n.as_ref())
-                && g.fields[i].ty != v.field_type()
-            {
-                return Err(Error::TypeMismatch {
-                    machine: machine.to_string(),
-                    field: n.as_ref().to_string(),
-                    expected: g.fields[i].ty,
-                    found: v.field_type(),
-                });
+            let n = n.as_ref();
+            match g.field_index.get(n) {
+                Some(&i) if g.fields[i].ty != v.field_type() => {
+                    return Err(Error::TypeMismatch {
+                        machine: machine.to_string(),
+                        field: n.to_string(),
+                        expected: g.fields[i].ty,
+                        found: v.field_type(),
+                    });
+                }
+                Some(&i) => slots.push(Some(i)),
+                None => {
+                    validate_field_name(n)?;
+                    slots.push(None);
+                }
             }
         }
         let row = g.rows();
@@ -679,9 +690,12 @@ impl WriteBatch {
             f.values.push(0);
             f.valid.push(false);
         }
-        for (n, v) in fields {
+        for ((n, v), slot) in fields.into_iter().zip(slots) {
             // A field new in this row is created sized to every row so far, this one included.
-            let i = g.field_slot(n.as_ref(), v.field_type())?;
+            let i = match slot {
+                Some(i) => i,
+                None => g.field_slot(n.as_ref(), v.field_type())?,
+            };
             let f = &mut g.fields[i];
             f.values[row] = v.to_bits();
             f.valid.set(row, true);

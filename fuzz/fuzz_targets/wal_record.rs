@@ -1,4 +1,4 @@
-//! Log record framing and batch decoding on arbitrary bytes: never a panic.
+//! Log record framing and batch/delete body decoding on arbitrary bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

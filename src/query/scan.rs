@@ -94,15 +94,17 @@ impl<'a> Scan<'a> {
 /// The machines of a selection that exist, in byte-wise order of their ids.
 pub(crate) fn resolve_machines(snap: &Snapshot, machines: &Machines) -> Vec<MachineIdx> {
     let cat = &snap.catalog;
-    let mut v: Vec<MachineIdx> = match machines {
-        Machines::All => (0..cat.machines.len() as MachineIdx).collect(),
-        Machines::List(names) => names.iter().filter_map(|n| cat.machine(n)).collect(),
-    };
     // Machines registered by a write still in flight do not exist yet.
-    v.retain(|&m| !cat.entry(m).provisional);
-    v.sort_by(|&a, &b| cat.entry(a).name.as_bytes().cmp(cat.entry(b).name.as_bytes()));
-    v.dedup();
-    v
+    match machines {
+        Machines::All => cat.sorted().iter().copied().filter(|&m| !cat.entry(m).provisional).collect(),
+        Machines::List(names) => {
+            let mut v: Vec<MachineIdx> =
+                names.iter().filter_map(|n| cat.machine(n)).filter(|&m| !cat.entry(m).provisional).collect();
+            v.sort_by(|&a, &b| cat.entry(a).name.as_bytes().cmp(cat.entry(b).name.as_bytes()));
+            v.dedup();
+            v
+        }
+    }
 }
 
 /// The fields of machine `m` selected by `fields` (all when `None`), in order.

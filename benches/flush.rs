@@ -1,0 +1,77 @@
+//! Flush: turning a memtable of 100 machines × 8 channels into compressed segment files
+//! (encode, write, fsync, publish), and compaction of several flushed segments into one.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gemba::{Col, Db, Options, SyncPolicy, WriteBatch};
+
+fn write_round(db: &Db, machines: usize, rows: usize, t0: i64) -> u64 {
+    let mut points = 0;
+    for m in 0..machines {
+        let d = common::machine(m as u64 + 1, rows, t0, 10_000);
+        let mut b = WriteBatch::new();
+        let mut cols: Vec<(&str, Col)> = (0..6).map(|f| (common::FIELDS[f], Col::f64(&d.f64s[f]))).collect();
+        cols.push((common::FIELDS[6], Col::i64(&d.status)));
+        cols.push((common::FIELDS[7], Col::bool(&d.alarm)));
+        b.columns(&common::machine_name(m), &d.ts, cols).unwrap();
+        points += b.points() as u64;
+        db.write(&b).unwrap();
+    }
+    points
+}
+
+fn flush(c: &mut Criterion) {
+    let (machines, rows) = (100, 2_000);
+    let mut g = c.benchmark_group("flush");
+    g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements((machines * rows * 8) as u64));
+    let dir = tempfile::tempdir().unwrap();
+    // A budget large enough that nothing flushes before the timed call.
+    let opts = Options { sync: SyncPolicy::Os, memtable_bytes_max: 1 << 30, ..Options::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let mut t0 = 1_704_067_200_000_000i64;
+    g.bench_function("memtable_to_segments/1.6M_points", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                write_round(&db, machines, rows, t0);
+                t0 += rows as i64 * 10_000;
+                let start = Instant::now();
+                db.flush().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.throughput(Throughput::Elements((4 * machines * rows / 4 * 8) as u64));
+    g.bench_function("compact_4_segments/1.6M_points", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let opts = Options { sync: SyncPolicy::Os, compaction_trigger: 64, ..Options::default() };
+                let db = Db::open(dir.path(), opts).unwrap();
+                for k in 0..4 {
+                    write_round(
+                        &db,
+                        machines,
+                        rows / 4,
+                        1_704_067_200_000_000 + k * (rows as i64 / 4) * 10_000,
+                    );
+                    db.flush().unwrap();
+                }
+                let start = Instant::now();
+                db.compact().unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, flush);
+criterion_main!(benches);
