@@ -63,9 +63,21 @@ fn run(dataset: &Path, db_dir: &Path) -> Result<(), Box<dyn std::error::Error>> 
             at = end;
         }
     }
+    let written_s = start.elapsed().as_secs_f64();
     db.flush()?;
+    let st = db.stats();
     db.close()?;
     let ingest_s = start.elapsed().as_secs_f64();
+    // Where ingest time went, on stderr (the report on stdout stays pure JSON).
+    eprintln!(
+        "ingest: writes {written_s:.3} s, flush + close {:.3} s; segment bytes flushed {}, compacted {} \
+         in {} compactions (write amplification {:.2})",
+        ingest_s - written_s,
+        st.bytes_flushed,
+        st.bytes_compacted,
+        st.compactions,
+        (st.bytes_flushed + st.bytes_compacted) as f64 / st.bytes_flushed.max(1) as f64
+    );
     let bytes_on_disk = dir_bytes(db_dir)?;
 
     let db = Db::open(db_dir, Options::default())?;
