@@ -184,7 +184,7 @@ impl Db {
     /// db.close()?;
     /// # Ok::<(), gemba::Error>(())
     /// ```
-    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+    pub fn open(dir: impl AsRef<Path>, mut opts: Options) -> Result<Db> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let fs = opts.fs.clone();
@@ -203,6 +203,12 @@ impl Db {
         })?;
 
         let Loaded { manifest, segments, mut catalog } = load(fs.as_ref(), &dir)?;
+        // The partition width belongs to the database: its segments fix it. Cutting new data
+        // with another width would make partitions overlap, and within the time span of one
+        // partition the precedence rule ("later `max_seq` wins") must see every segment.
+        if let Some(s) = segments.first() {
+            opts.partition_width = s.index.partition_width;
+        }
         let memtable = Memtable::new();
         let mut tombstones: Vec<Arc<Tombstone>> = manifest.tombstones.iter().cloned().map(Arc::new).collect();
         let (files, recovery, log_seq) = reader::recover(
@@ -591,6 +597,15 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
         let seg = Segment::open(fs, &path, meta.id)?;
         if seg.index.partition_start != meta.partition_start || seg.index.max_seq != meta.max_seq {
             return Err(Error::corrupt(&path, 0, "segment disagrees with the manifest"));
+        }
+        if let Some(first) = segments.first().map(|s: &Arc<Segment>| s.index.partition_width)
+            && seg.index.partition_width != first
+        {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("partition width {} differs from the database's {first}", seg.index.partition_width),
+            ));
         }
         segments.push(Arc::new(seg));
     }
@@ -1130,11 +1145,31 @@ impl Inner {
             });
             let many = segs.len() >= self.opts.compaction_trigger;
             let cold = segs.len() >= 2 && Some(p) != newest;
-            if deletes || many || cold || (force && segs.len() >= 2) {
+            if (deletes || many || cold || (force && segs.len() >= 2)) && self.compaction_fits(segs) {
                 return Some(CompactionJob { partition: p, drop_only: false });
             }
         }
         None
+    }
+
+    /// Whether compacting these segments stays within its memory bound: compaction holds one
+    /// machine's rows of the partition at a time (decoded, from every input), and no machine
+    /// may need more than [`COMPACTION_MEMORY_FACTOR`] × `memtable_bytes_max` for them.
+    /// Partitions past the bound keep their segments (queries merge them; deletes stay hidden
+    /// by their tombstones) until retention drops them.
+    fn compaction_fits(&self, segs: &[&Arc<Segment>]) -> bool {
+        let limit = (self.opts.memtable_bytes_max as u64).saturating_mul(COMPACTION_MEMORY_FACTOR);
+        let mut need: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in segs {
+            for mi in &s.index.machines {
+                let rows: u64 = mi.groups.iter().flat_map(|g| &g.blocks).map(|b| u64::from(b.rows)).sum();
+                // a timestamp and, per field, a value and a validity bit
+                let bytes = rows.saturating_mul(8 + 9 * mi.fields.len() as u64);
+                let e = need.entry(&mi.name).or_default();
+                *e = e.saturating_add(bytes);
+            }
+        }
+        need.values().all(|&b| b <= limit)
     }
 
     /// Merges every segment of a partition into one (newest value wins, deletes applied,
@@ -1249,6 +1284,10 @@ impl Inner {
         }
     }
 }
+
+/// A compaction may hold this many times `Options::memtable_bytes_max` of one machine's
+/// decoded rows (see `Inner::compaction_fits`).
+pub(crate) const COMPACTION_MEMORY_FACTOR: u64 = 4;
 
 /// The start of the partition holding `ts`: `floor(ts / width) * width`, saturating at the
 /// ends of the `i64` range.

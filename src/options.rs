@@ -54,7 +54,9 @@ pub struct Options {
     /// Width of a time partition in timestamp units (default: one week in microseconds).
     /// Each segment file holds one partition; retention drops whole partitions. Wider
     /// partitions mean fewer, larger files and blocks (better compression for slowly sampled
-    /// channels); narrower ones let retention free space in finer steps.
+    /// channels); narrower ones let retention free space in finer steps. Fixed by the first
+    /// segment files a database writes: opening a database that has segments keeps their
+    /// width, whatever this says.
     pub partition_width: i64,
     /// Most rows in one encoded block of a segment file written by a flush.
     pub block_rows: usize,
@@ -63,7 +65,10 @@ pub struct Options {
     pub compaction_block_rows: usize,
     /// A partition is compacted (its segments merged into one) once it holds this many
     /// segments. Partitions older than the newest one are compacted as soon as they hold two,
-    /// and any partition whose data deletes have hidden is rewritten without it.
+    /// and any partition whose data deletes have hidden is rewritten without it. A compaction
+    /// decodes one machine's rows of the partition at a time; a partition where one machine
+    /// would need more than four times `memtable_bytes_max` for that is left as it is (its
+    /// segments keep answering queries), which bounds compaction's memory.
     pub compaction_trigger: usize,
     /// Keep data for this long (timestamp units), counted back from the newest timestamp
     /// written to the database (not the wall clock: a backlog written today of a machine's

@@ -237,6 +237,78 @@ fn deletes_free_space_after_compaction() {
     assert_eq!(db.aggregate(Machines::All, ..).run().unwrap().series.len(), 3);
 }
 
+/// Compaction holds one machine's decoded rows of a partition at a time and refuses
+/// partitions where that would exceed four memory budgets: their segments stay (and answer
+/// queries), while partitions within the bound are compacted as usual.
+#[test]
+fn compaction_stays_within_its_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 KiB budget: a compaction may hold 256 KiB of one machine, about 15,000 rows of one
+    // field (a timestamp, a value and a validity bit each).
+    let opts = Options {
+        sync: SyncPolicy::Os,
+        memtable_bytes_max: 64 << 10,
+        partition_width: 1_000_000,
+        compaction_trigger: usize::MAX,
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), opts).unwrap();
+    // partition 0: one machine with 40,000 rows, written in 4 flushes
+    for k in 0..4 {
+        fill(&db, 1, 10_000, k * 10_000);
+        db.flush().unwrap();
+    }
+    // partition 1: 4 small flushes of 1,000 rows
+    for k in 0..4 {
+        fill(&db, 1, 1_000, 1_000_000 + k * 1_000);
+        db.flush().unwrap();
+    }
+    let before = db.stats();
+    db.compact().unwrap();
+    let after = db.stats();
+    println!("memory bound: {} -> {} segments", before.segments, after.segments);
+    assert!(before.segments >= 8, "{before:?}");
+    // the small partition became one segment; the big one kept its segments
+    assert_eq!(after.segments, before.segments - 3, "{before:?} -> {after:?}");
+    let out = db.aggregate("m0", ..).run().unwrap();
+    assert_eq!(out.series[0].agg(Agg::Count).unwrap().f64(0), 44_000.0);
+}
+
+/// The partition width is the database's: reopening with another one keeps the stored width,
+/// so partitions never overlap and the newest write still wins.
+#[test]
+fn reopening_with_another_partition_width_keeps_the_stored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |w: i64| Options { sync: SyncPolicy::Os, partition_width: w, ..Options::default() };
+    let db = Db::open(dir.path(), opts(1_000)).unwrap();
+    fill(&db, 2, 5_000, 0);
+    db.flush().unwrap();
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts(7_777)).unwrap();
+    // overwrite the middle with other values, flush, and read everything back
+    let ts: Vec<i64> = (2_000..3_000).collect();
+    let v = vec![-1.0; ts.len()];
+    let mut b = WriteBatch::new();
+    b.columns("m0", &ts, [("v", gemba::Col::f64(&v))]).unwrap();
+    db.write(&b).unwrap();
+    db.flush().unwrap();
+    let rows: Vec<gemba::Batch> = db.scan("m0", ..).collect().unwrap();
+    let ts: Vec<i64> = rows.iter().flat_map(|b| b.ts.iter().copied()).collect();
+    let want: Vec<i64> = (0..5_000).collect();
+    let first_bad = ts.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(ts == want, "every row once, in order: {} rows, first wrong at {first_bad:?}", ts.len());
+    let newer = |b: &gemba::Batch| {
+        (0..b.ts.len()).filter(|&i| b.columns[0].value(i) == Some(Value::F64(-1.0))).count()
+    };
+    assert_eq!(rows.iter().map(newer).sum::<usize>(), 1_000, "the newer values win");
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts(3)).unwrap();
+    let s = db.stats();
+    assert!(s.segments >= 2, "{s:?}");
+    let d = db.aggregate("m0", ..).run().unwrap();
+    assert_eq!(d.series[0].agg(Agg::Count).unwrap().f64(0), 5_000.0);
+}
+
 #[test]
 fn retention_keeps_disk_use_bounded() {
     let dir = tempfile::tempdir().unwrap();
