@@ -805,6 +805,11 @@ impl Inner {
             let mut bg = self.bg.lock();
             match result {
                 Ok(()) => bg.error = None,
+                // a compaction that gave way to `close`
+                Err(Error::Closed) if self.shutdown.load(Ordering::SeqCst) => {
+                    self.bg_done.notify_all();
+                    return;
+                }
                 Err(e) => {
                     let kind = match &e {
                         Error::Io { source, .. } => source.kind(),
@@ -1194,6 +1199,11 @@ impl Inner {
         let tombs = v.tombstones.clone();
         let range = TimeRange { start: floor, end: i64::MAX };
         let machines = names.into_iter().map(|name| {
+            // Compaction is optional work: a closing database does not wait for the rest of
+            // it (the partial file is removed; the inputs stay live).
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
             let mut schema: Vec<(Arc<str>, FieldType)> = Vec::new();
             for s in &inputs {
                 if let Some(mi) = s.machine(&name) {
