@@ -29,8 +29,15 @@ fn flush(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements((machines * rows * 8) as u64));
     let dir = tempfile::tempdir().unwrap();
-    // A budget large enough that nothing flushes before the timed call.
-    let opts = Options { sync: SyncPolicy::Os, memtable_bytes_max: 1 << 30, ..Options::default() };
+    // A budget large enough that nothing flushes before the timed call, and no automatic
+    // compaction: every round lands in the same partition, and a compaction of the growing
+    // partition running in the background would be timed with the next flush.
+    let opts = Options {
+        sync: SyncPolicy::Os,
+        memtable_bytes_max: 1 << 30,
+        compaction_trigger: usize::MAX,
+        ..Options::default()
+    };
     let db = Db::open(dir.path(), opts).unwrap();
     let mut t0 = 1_704_067_200_000_000i64;
     g.bench_function("memtable_to_segments/1.6M_points", |b| {
