@@ -805,11 +805,8 @@ impl Inner {
             let mut bg = self.bg.lock();
             match result {
                 Ok(()) => bg.error = None,
-                // a compaction that gave way to `close`
-                Err(Error::Closed) if self.shutdown.load(Ordering::SeqCst) => {
-                    self.bg_done.notify_all();
-                    return;
-                }
+                // a compaction that gave way to `close` (the loop ends at its top)
+                Err(Error::Closed) if self.shutdown.load(Ordering::SeqCst) => bg.error = None,
                 Err(e) => {
                     let kind = match &e {
                         Error::Io { source, .. } => source.kind(),

@@ -839,13 +839,7 @@ fn decode_for(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, des
         } else {
             d.push_str(&format!("for(w={lo}..{hi}"));
         }
-        if g != 1 {
-            d.push_str(&format!(",x{g}"));
-        }
-        d.push(')');
-        if exc > 0 {
-            d.push_str(&format!("+exc({exc})"));
-        }
+        close_desc(d, g, exc);
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
@@ -883,6 +877,18 @@ fn decode_for(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, des
     Ok(())
 }
 
+/// Ends the description of a frame-of-reference or split stream: its factor (when not 1),
+/// the closing parenthesis and its exception count (when any).
+fn close_desc(d: &mut String, g: u64, exc: usize) {
+    if g != 1 {
+        d.push_str(&format!(",x{g}"));
+    }
+    d.push(')');
+    if exc > 0 {
+        d.push_str(&format!("+exc({exc})"));
+    }
+}
+
 /// Buffer size for streams short enough not to need a whole block's buffer.
 const SMALL: usize = 64;
 
@@ -910,13 +916,7 @@ fn decode_split(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, d
     let data = r.bytes(total)?;
     if let Some(d) = desc {
         d.push_str(&format!("split(k={k}"));
-        if g != 1 {
-            d.push_str(&format!(",x{g}"));
-        }
-        d.push(')');
-        if exc > 0 {
-            d.push_str(&format!("+exc({exc})"));
-        }
+        close_desc(d, g, exc);
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
