@@ -16,6 +16,7 @@ use crate::manifest::{self, Manifest, SegmentMeta};
 use crate::memtable::Memtable;
 use crate::model::{FieldType, TimeRange, WriteBatch};
 use crate::options::{Options, SyncPolicy};
+use crate::query::tails::TailCache;
 use crate::segment::writer::SegmentSummary;
 use crate::segment::{self, Segment};
 use crate::tombstone::Tombstone;
@@ -56,6 +57,8 @@ pub(crate) struct Version {
     pub(crate) segments: Vec<Arc<Segment>>,
     /// Live deletes, in sequence order.
     pub(crate) tombstones: Arc<Vec<Arc<Tombstone>>>,
+    /// The last value of every (machine, field) in `segments`, built on first use.
+    pub(crate) tails: Arc<TailCache>,
 }
 
 impl Version {
@@ -64,7 +67,7 @@ impl Version {
     }
 }
 
-fn sort_segments(segs: &mut [Arc<Segment>]) {
+pub(crate) fn sort_segments(segs: &mut [Arc<Segment>]) {
     segs.sort_by_key(|s| (s.index.partition_start, s.index.max_seq, s.id));
 }
 
@@ -249,6 +252,7 @@ impl Db {
             frozen: Vec::new(),
             segments,
             tombstones: Arc::new(tombstones),
+            tails: Arc::default(),
         };
         let inner = Arc::new(Inner {
             dir,
@@ -1108,7 +1112,15 @@ impl Inner {
             all.extend(
                 v.tombstones.iter().filter(|t| !cur.tombstones.iter().any(|c| Arc::ptr_eq(c, t))).cloned(),
             );
-            *v = Arc::new(Version { frozen, segments, tombstones: Arc::new(all), ..Version::clone(&v) });
+            let added: Vec<Arc<Segment>> = added.iter().map(|(s, _)| s.clone()).collect();
+            let tails = TailCache::after(&v.tails, !removed.is_empty(), &added);
+            *v = Arc::new(Version {
+                frozen,
+                segments,
+                tombstones: Arc::new(all),
+                tails,
+                ..Version::clone(&v)
+            });
         }
         drop(m);
         // Replaced files go once the manifest no longer names them. Queries still holding them

@@ -81,6 +81,26 @@ impl MachineBuf {
         if k == 0 { 0 } else { self.marks[k - 1].0 }
     }
 
+    /// Field `f`'s value at the largest timestamp among the first `n` rows, skipping deleted
+    /// rows; the later row wins at equal timestamps.
+    fn latest(&self, f: FieldIdx, n: usize, dels: &[(TimeRange, u64)]) -> Option<(Timestamp, u64)> {
+        let c = self.cols.get(f as usize)?;
+        let len = c.len().min(n);
+        let live = |r: usize| c.valid.get(r) && !self.deleted(r, self.ts[r], dels);
+        if self.ordered {
+            // Timestamps ascend: the last row with a value is the latest.
+            (0..len).rev().find(|&r| live(r)).map(|r| (self.ts[r], c.vals[r]))
+        } else {
+            let mut best: Option<(Timestamp, u64)> = None;
+            for r in 0..len {
+                if live(r) && best.is_none_or(|(t, _)| self.ts[r] >= t) {
+                    best = Some((self.ts[r], c.vals[r]));
+                }
+            }
+            best
+        }
+    }
+
     fn sorted_order(&mut self, n: usize) -> Arc<Vec<u32>> {
         if let Some((m, order)) = &self.sorted
             && *m == n
@@ -303,27 +323,31 @@ impl Memtable {
         };
         let b = buf.lock();
         let n = b.visible_rows(seq);
-        fields
-            .iter()
-            .zip(dels)
-            .map(|(&f, d)| {
-                let c = b.cols.get(f as usize)?;
-                let len = c.len().min(n);
-                let live = |r: usize| c.valid.get(r) && !b.deleted(r, b.ts[r], d);
-                if b.ordered {
-                    // Timestamps ascend: the last row with a value is the latest.
-                    (0..len).rev().find(|&r| live(r)).map(|r| (b.ts[r], c.vals[r]))
-                } else {
-                    let mut best: Option<(Timestamp, u64)> = None;
-                    for r in 0..len {
-                        if live(r) && best.is_none_or(|(t, _)| b.ts[r] >= t) {
-                            best = Some((b.ts[r], c.vals[r]));
-                        }
-                    }
-                    best
-                }
-            })
-            .collect()
+        fields.iter().zip(dels).map(|(&f, d)| b.latest(f, n, d)).collect()
+    }
+
+    /// Like [`Memtable::latest`] for a machine without deletes, folding into `best`: a value
+    /// here replaces `best[k]` unless that one is at a larger timestamp (this memtable is
+    /// newer than every source folded before it).
+    pub(crate) fn latest_into(
+        &self,
+        m: MachineIdx,
+        seq: u64,
+        fields: &[FieldIdx],
+        best: &mut [Option<(Timestamp, u64)>],
+    ) {
+        let Some(buf) = self.machines.read().get(&m).cloned() else {
+            return;
+        };
+        let b = buf.lock();
+        let n = b.visible_rows(seq);
+        for (&f, slot) in fields.iter().zip(best) {
+            if let Some((ts, bits)) = b.latest(f, n, &[])
+                && slot.is_none_or(|(t, _)| ts >= t)
+            {
+                *slot = Some((ts, bits));
+            }
+        }
     }
 
     /// A machine's rows in `range` visible at snapshot `seq`, with the requested fields.

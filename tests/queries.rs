@@ -76,6 +76,9 @@ fn build(ops: &[Op], dir: &std::path::Path) -> (Db, Model) {
             }
             Op::Flush => db.flush().unwrap(),
         }
+        // After every step: `latest` keeps a cache of the segments' last values that each
+        // flush extends; it must agree with the model throughout.
+        check_latest(&db, &model);
     }
     (db, model)
 }

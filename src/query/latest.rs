@@ -1,11 +1,17 @@
 //! `latest` (the current value of every field) and the catalog (machines, fields, bounds).
 //!
-//! `latest` decodes nothing that the index already knows: every block's statistics keep the
-//! last value and its timestamp, so per segment it looks at the last block holding the field.
-//! Partitions are disjoint in time, so segments are visited newest partition first and a field
-//! is settled by the first partition that has it (memtables, which may hold any time, are
-//! compared as well). Within a partition the newer segment wins a tie on the timestamp.
+//! `latest` decodes nothing that the index already knows. The segments' part comes from the
+//! version's tail cache (`tails.rs`): one flat table, keyed by catalog indices, of the last
+//! value of every (machine, field) in the segments, built on first use and extended by each
+//! flush. The memtables are then folded on top (newer sources win a tie on the timestamp).
+//!
+//! Machines with live deletes take the exact path: every block's statistics keep the last
+//! value and its timestamp, so per segment it looks at the last block holding the field, and
+//! decodes only a block a delete touches. Partitions are disjoint in time, so segments are
+//! visited newest partition first and a field is settled by the first partition that has it.
+//! Within a partition the newer segment wins a tie on the timestamp.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::catalog::{FieldIdx, MachineIdx};
@@ -14,8 +20,8 @@ use crate::error::Result;
 use crate::model::{FieldType, Timestamp, Value};
 
 use super::Machines;
-use super::downsample::run_parallel;
 use super::scan::{resolve_fields, resolve_machines};
+use super::tails::Tails;
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
 /// The latest value of one field of one machine.
@@ -136,12 +142,76 @@ impl<'a> Latest<'a> {
         let snap = self.db.snapshot()?;
         let machines = resolve_machines(&snap, &self.machines);
         let fields = self.fields.as_deref();
-        let per = if machines.len() >= 256 {
-            run_parallel(&machines, 0, |m, _| latest_machine(&snap, m, fields))?
-        } else {
-            machines.iter().map(|&m| latest_machine(&snap, m, fields)).collect::<Result<Vec<_>>>()?
-        };
-        Ok(per.into_iter().flatten().collect())
+        let v = &snap.version;
+        // The segments' part comes from the version's tail cache, except for machines with
+        // deletes (the cache ignores them): those take the exact path through the index.
+        let tails = v.tails.get(&v.segments, &snap.catalog);
+        let deleted: HashSet<&str> = v.tombstones.iter().map(|t| &*t.machine).collect();
+        let mut out = Vec::new();
+        let mut scratch = Scratch::default();
+        for &m in &machines {
+            match tails {
+                Some(t) if deleted.is_empty() || !deleted.contains(&*snap.catalog.entry(m).name) => {
+                    latest_cached(&snap, m, fields, t, &mut scratch, &mut out)
+                }
+                _ => out.extend(latest_machine(&snap, m, fields)?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Buffers reused from machine to machine.
+#[derive(Default)]
+struct Scratch {
+    idx: Vec<FieldIdx>,
+    best: Vec<Option<(Timestamp, u64)>>,
+}
+
+/// `latest` of one machine without deletes: the tail cache for the segments, then the
+/// memtables (newer sources win a tie).
+fn latest_cached(
+    snap: &Snapshot,
+    m: MachineIdx,
+    fields: Option<&[String]>,
+    tails: &Tails,
+    scratch: &mut Scratch,
+    out: &mut Vec<LatestValue>,
+) {
+    let e = snap.catalog.entry(m);
+    let Scratch { idx, best } = scratch;
+    idx.clear();
+    match fields {
+        None => idx.extend((0..e.fields.len() as FieldIdx).filter(|&f| !e.fields[f as usize].provisional)),
+        Some(names) => {
+            for n in names {
+                if let Some(f) = e.field(n)
+                    && !e.fields[f as usize].provisional
+                    && !idx.contains(&f)
+                {
+                    idx.push(f);
+                }
+            }
+        }
+    }
+    best.clear();
+    best.extend(idx.iter().map(|&f| tails.get(m, f)));
+    let v = &snap.version;
+    for mt in v.frozen.iter().chain(std::iter::once(&v.active)) {
+        mt.latest_into(m, snap.seq, idx, best);
+    }
+    for (&f, b) in idx.iter().zip(best.iter()) {
+        if let Some((ts, bits)) = *b
+            && ts >= snap.ts_floor
+        {
+            let fe = &e.fields[f as usize];
+            out.push(LatestValue {
+                machine: e.name.clone(),
+                field: fe.name.clone(),
+                ts,
+                value: Value::from_bits(fe.ty, bits),
+            });
+        }
     }
 }
 

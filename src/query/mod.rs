@@ -7,6 +7,7 @@
 pub(crate) mod downsample;
 pub(crate) mod latest;
 pub(crate) mod scan;
+pub(crate) mod tails;
 
 use std::sync::Arc;
 
