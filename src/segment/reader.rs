@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::{Bytes, FileSystem};
 use crate::model::{Bitmap, FieldType, TimeRange, validate_field_name, validate_machine_id};
 use crate::rows::{ColData, RowSet};
-use crate::tombstone::{Tombstone, mask, ranges_for};
+use crate::tombstone::{Tombstone, any_overlap, mask, ranges_for};
 
 /// An open segment file.
 #[derive(Debug)]
@@ -165,23 +165,7 @@ impl Segment {
     /// Decodes one field of a block into a column over the block's rows.
     pub(crate) fn block_field(&self, ty: FieldType, rows: usize, fc: &FieldChunk) -> Result<ColData> {
         let (vals, valid) = self.block_field_compact(ty, rows, fc)?;
-        Ok(match valid {
-            None => ColData { vals, valid: Bitmap::with_len(rows, true) },
-            Some(bm) => {
-                // Spread the present values over their rows, a run of present rows at a time;
-                // missing rows hold 0.
-                let mut out = vec![0u64; rows];
-                let mut k = 0;
-                let mut a = bm.next(true, 0, rows);
-                while a < rows {
-                    let b = bm.next(false, a, rows);
-                    out[a..b].copy_from_slice(&vals[k..k + (b - a)]);
-                    k += b - a;
-                    a = bm.next(true, b, rows);
-                }
-                ColData { vals: out, valid: bm }
-            }
-        })
+        Ok(spread(&vals, valid, rows))
     }
 
     /// Decodes one field of a block as its present values, in row order, and the validity
@@ -192,6 +176,20 @@ impl Segment {
         rows: usize,
         fc: &FieldChunk,
     ) -> Result<(Vec<u64>, Option<Bitmap>)> {
+        let mut vals = Vec::new();
+        let valid = self.block_field_append(ty, rows, fc, &mut DecodeScratch::default(), &mut vals)?;
+        Ok((vals, valid))
+    }
+
+    /// Like [`Segment::block_field_compact`], appending the present values to `out`.
+    pub(crate) fn block_field_append(
+        &self,
+        ty: FieldType,
+        rows: usize,
+        fc: &FieldChunk,
+        scratch: &mut DecodeScratch,
+        out: &mut Vec<u64>,
+    ) -> Result<Option<Bitmap>> {
         let c = &fc.chunk;
         let bytes = self.chunk_bytes(c)?;
         let count = fc.stats.count as usize;
@@ -225,11 +223,11 @@ impl Segment {
             _ => return Err(bad("unknown chunk mode")),
         };
         let voff = (bytes.len() - values.len()) as u64;
-        let vals = decode_values(ty, values, count).map_err(|e| {
+        decode_values_append(ty, values, count, scratch, out).map_err(|e| {
             let cv = ChunkRef { offset: c.offset + voff, ..*c };
             self.codec_err(&cv, e)
         })?;
-        Ok((vals, valid))
+        Ok(valid)
     }
 
     /// A machine's rows in `range` for the requested fields (by name; fields this segment
@@ -253,31 +251,77 @@ impl Segment {
                 per_group[g].push((p, col));
             }
         }
-        let mut ts = Vec::new();
+        // Blocks of a group are disjoint and ascending in time: each one's rows in `range`
+        // are appended to the group's columns, decoded straight into them.
+        let mut scratch = DecodeScratch::default();
         for (g, wanted) in per_group.iter().enumerate() {
             if wanted.is_empty() {
                 continue;
             }
             let grp = &m.groups[g];
-            let mut part = RowSet::empty(fields.len());
-            for b in grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max)) {
-                self.block_ts(b, &mut ts)?;
+            let blocks: Vec<&BlockIndex> =
+                grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max)).collect();
+            // Rows to expect: whole blocks inside the range, a time-proportional share of those
+            // at its edges.
+            let total: usize = blocks
+                .iter()
+                .map(|b| {
+                    let rows = b.rows as usize;
+                    if range.start <= b.ts_min && b.ts_max < range.end {
+                        return rows;
+                    }
+                    let span = (b.ts_max as i128 - b.ts_min as i128 + 1) as f64;
+                    let inside = (range.end.min(b.ts_max.saturating_add(1)) as i128
+                        - range.start.max(b.ts_min) as i128)
+                        .max(0) as f64;
+                    ((rows as f64 * inside / span) as usize + 1).min(rows)
+                })
+                .sum();
+            let mut part = RowSet { ts: Vec::with_capacity(total), cols: vec![None; fields.len()] };
+            let dels: Vec<Vec<TimeRange>> = wanted
+                .iter()
+                .map(|&(_, col)| ranges_for(tombs, &m.name, fields[col], self.index.applied_seq))
+                .collect();
+            for &(_, col) in wanted {
+                part.cols[col] = Some(ColData { vals: Vec::with_capacity(total), valid: Bitmap::new() });
+            }
+            for b in blocks {
+                let mut ts = std::mem::take(&mut scratch.ts);
+                let res = self.block_ts(b, &mut ts);
+                scratch.ts = ts;
+                res?;
+                let ts = &scratch.ts;
+                let rows = ts.len();
                 let lo = ts.partition_point(|&t| t < range.start);
                 let hi = ts.partition_point(|&t| t < range.end);
-                let mut rows = RowSet { ts: ts[lo..hi].to_vec(), cols: vec![None; fields.len()] };
-                for &(p, col) in wanted {
+                part.ts.extend_from_slice(&ts[lo..hi]);
+                for (&(p, col), dels) in wanted.iter().zip(&dels) {
                     let ty = m.fields[grp.fields[p] as usize].1;
-                    let mut c = self.block_field(ty, b.rows as usize, &b.fields[p])?;
-                    let dels = ranges_for(tombs, &m.name, fields[col], self.index.applied_seq);
-                    mask(&ts, &mut c.valid, &dels);
-                    let c = if lo == 0 && hi == ts.len() {
-                        c
-                    } else {
-                        ColData { vals: c.vals[lo..hi].to_vec(), valid: c.valid.slice(lo, hi) }
+                    let c = part.cols[col].as_mut().expect("column set up above");
+                    let at = c.vals.len();
+                    let mut vals = std::mem::take(&mut scratch.vals);
+                    vals.clear();
+                    let res = self.block_field_append(ty, rows, &b.fields[p], &mut scratch, &mut vals);
+                    let valid = match res {
+                        Ok(v) => v,
+                        Err(e) => {
+                            scratch.vals = vals;
+                            return Err(e);
+                        }
                     };
-                    rows.cols[col] = Some(c);
+                    if valid.is_none() && !any_overlap(dels, b.ts_min, b.ts_max) {
+                        // Every row has a value and no delete touches the block.
+                        c.vals.extend_from_slice(&vals[lo..hi]);
+                        c.valid.extend_const(hi - lo, true);
+                    } else {
+                        let mut full = spread(vals.as_slice(), valid, rows);
+                        mask(&scratch.ts, &mut full.valid, dels);
+                        c.vals.extend_from_slice(&full.vals[lo..hi]);
+                        c.valid.extend_from_range(&full.valid, lo, hi);
+                    }
+                    debug_assert_eq!(c.vals.len(), at + hi - lo);
+                    scratch.vals = vals;
                 }
-                part = part.merge_newer(rows);
             }
             out = out.merge_newer(part);
         }
@@ -329,24 +373,60 @@ impl Segment {
     }
 }
 
-pub(crate) fn decode_values(ty: FieldType, bytes: &[u8], n: usize) -> Result<Vec<u64>, codec::DecodeError> {
-    Ok(match ty {
+/// A block's present values (`vals`, in row order) spread over its `rows` rows per `valid`
+/// (`None`: all present); missing rows hold 0.
+fn spread(vals: &[u64], valid: Option<Bitmap>, rows: usize) -> ColData {
+    match valid {
+        None => ColData { vals: vals.to_vec(), valid: Bitmap::with_len(rows, true) },
+        Some(bm) => {
+            // A run of present rows at a time.
+            let mut out = vec![0u64; rows];
+            let mut k = 0;
+            let mut a = bm.next(true, 0, rows);
+            while a < rows {
+                let b = bm.next(false, a, rows);
+                out[a..b].copy_from_slice(&vals[k..k + (b - a)]);
+                k += b - a;
+                a = bm.next(true, b, rows);
+            }
+            ColData { vals: out, valid: bm }
+        }
+    }
+}
+
+/// Buffers a reader reuses from block to block.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeScratch {
+    f64s: Vec<f64>,
+    i64s: Vec<i64>,
+    bools: Vec<bool>,
+    vals: Vec<u64>,
+    ts: Vec<Timestamp>,
+}
+
+/// Decodes `n` values of type `ty` and appends their bits to `out` (unchanged on error).
+pub(crate) fn decode_values_append(
+    ty: FieldType,
+    bytes: &[u8],
+    n: usize,
+    scratch: &mut DecodeScratch,
+    out: &mut Vec<u64>,
+) -> Result<(), codec::DecodeError> {
+    match ty {
         FieldType::F64 => {
-            let mut v = Vec::new();
-            codec::decode_f64(bytes, n, &mut v)?;
-            v.into_iter().map(f64::to_bits).collect()
+            codec::decode_f64(bytes, n, &mut scratch.f64s)?;
+            out.extend(scratch.f64s.iter().map(|v| v.to_bits()));
         }
         FieldType::I64 => {
-            let mut v = Vec::new();
-            codec::decode_i64(bytes, n, &mut v)?;
-            v.into_iter().map(|x| x as u64).collect()
+            codec::decode_i64(bytes, n, &mut scratch.i64s)?;
+            out.extend(scratch.i64s.iter().map(|&v| v as u64));
         }
         FieldType::Bool => {
-            let mut v = Vec::new();
-            codec::decode_bool(bytes, n, &mut v)?;
-            v.into_iter().map(|x| x as u64).collect()
+            codec::decode_bool(bytes, n, &mut scratch.bools)?;
+            out.extend(scratch.bools.iter().map(|&v| v as u64));
         }
-    })
+    }
+    Ok(())
 }
 
 /// Validates the header and trailer and parses the index.
