@@ -253,7 +253,27 @@ impl Segment {
         }
         // Blocks of a group are disjoint and ascending in time: each one's rows in `range`
         // are appended to the group's columns, decoded straight into them.
-        let mut scratch = DecodeScratch::default();
+        // This thread's buffers, kept between reads: a scan reads window after window, and
+        // buffers freed in between would go back to the system allocator's trimming.
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let res = self.read_groups(m, range, fields, tombs, &per_group, &mut scratch, &mut out);
+        SCRATCH.with(|s| s.set(scratch));
+        res?;
+        out.drop_empty_rows();
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_groups(
+        &self,
+        m: &MachineIndex,
+        range: TimeRange,
+        fields: &[&str],
+        tombs: &[Arc<Tombstone>],
+        per_group: &[Vec<(usize, usize)>],
+        scratch: &mut DecodeScratch,
+        out: &mut RowSet,
+    ) -> Result<()> {
         for (g, wanted) in per_group.iter().enumerate() {
             if wanted.is_empty() {
                 continue;
@@ -301,7 +321,7 @@ impl Segment {
                     let at = c.vals.len();
                     let mut vals = std::mem::take(&mut scratch.vals);
                     vals.clear();
-                    let res = self.block_field_append(ty, rows, &b.fields[p], &mut scratch, &mut vals);
+                    let res = self.block_field_append(ty, rows, &b.fields[p], scratch, &mut vals);
                     let valid = match res {
                         Ok(v) => v,
                         Err(e) => {
@@ -323,10 +343,9 @@ impl Segment {
                     scratch.vals = vals;
                 }
             }
-            out = out.merge_newer(part);
+            *out = std::mem::take(out).merge_newer(part);
         }
-        out.drop_empty_rows();
-        Ok(out)
+        Ok(())
     }
 
     /// Like [`Segment::verify`], but goes on after a damaged block: every problem found.
@@ -392,6 +411,10 @@ fn spread(vals: &[u64], valid: Option<Bitmap>, rows: usize) -> ColData {
             ColData { vals: out, valid: bm }
         }
     }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<DecodeScratch> = std::cell::Cell::new(DecodeScratch::default());
 }
 
 /// Buffers a reader reuses from block to block.
