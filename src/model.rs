@@ -593,6 +593,8 @@ impl BatchGroup {
 pub struct WriteBatch {
     pub(crate) groups: Vec<BatchGroup>,
     group_index: HashMap<String, usize>,
+    /// Scratch of [`WriteBatch::row`]: (field slot, value bits) of the row being added.
+    slots: Vec<(usize, u64)>,
 }
 
 impl WriteBatch {
@@ -623,6 +625,11 @@ impl WriteBatch {
     }
 
     fn group(&mut self, machine: &str) -> Result<&mut BatchGroup> {
+        let i = self.group_at(machine)?;
+        Ok(&mut self.groups[i])
+    }
+
+    fn group_at(&mut self, machine: &str) -> Result<usize> {
         // Rows usually come machine after machine: try the last one before hashing.
         let i = match self.groups.last() {
             Some(g) if g.machine == machine => self.groups.len() - 1,
@@ -636,7 +643,7 @@ impl WriteBatch {
                 }
             },
         };
-        Ok(&mut self.groups[i])
+        Ok(i)
     }
 
     /// Adds one row: a machine, a timestamp and some fields with their values.
@@ -655,34 +662,52 @@ impl WriteBatch {
         V: Into<Value>,
     {
         validate_ts(ts)?;
-        let fields: Vec<(N, Value)> = fields.into_iter().map(|(n, v)| (n, v.into())).collect();
-        for (i, (n, _)) in fields.iter().enumerate() {
-            let n = n.as_ref();
-            if fields[..i].iter().any(|(m, _)| m.as_ref() == n) {
-                return Err(Error::invalid(format!("field {n:?} given twice in one row")));
-            }
-        }
-        let g = self.group(machine)?;
+        let gi = self.group_at(machine)?;
+        let g = &mut self.groups[gi];
         // Resolve and check every field before changing anything, so an error leaves the batch
-        // as it was; names are validated when they are new to the batch.
-        let mut slots = Vec::with_capacity(fields.len());
-        for (n, v) in &fields {
-            let n = n.as_ref();
-            match g.field_index.get(n) {
-                Some(&i) if g.fields[i].ty != v.field_type() => {
-                    return Err(Error::TypeMismatch {
+        // as it was; names are validated when they are new to the batch. Rows of one machine
+        // usually name the same fields in the same order: the k-th field is tried first.
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        let mut new: Vec<(String, Value)> = Vec::new();
+        let mut failed = None;
+        for (k, (n, v)) in fields.into_iter().enumerate() {
+            let (n, v) = (n.as_ref(), v.into());
+            let known = match g.fields.get(k) {
+                Some(f) if f.name == n => Some(k),
+                _ => g.field_index.get(n).copied(),
+            };
+            let dup = match known {
+                Some(i) => slots.iter().any(|&(j, _)| j == i),
+                None => new.iter().any(|(m, _)| m == n),
+            };
+            if dup {
+                failed = Some(Error::invalid(format!("field {n:?} given twice in one row")));
+                break;
+            }
+            match known {
+                Some(i) if g.fields[i].ty != v.field_type() => {
+                    failed = Some(Error::TypeMismatch {
                         machine: machine.to_string(),
                         field: n.to_string(),
                         expected: g.fields[i].ty,
                         found: v.field_type(),
                     });
+                    break;
                 }
-                Some(&i) => slots.push(Some(i)),
-                None => {
-                    validate_field_name(n)?;
-                    slots.push(None);
-                }
+                Some(i) => slots.push((i, v.to_bits())),
+                None => match validate_field_name(n) {
+                    Ok(()) => new.push((n.to_string(), v)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
             }
+        }
+        if let Some(e) = failed {
+            self.slots = slots;
+            return Err(e);
         }
         let row = g.rows();
         g.ts.push(ts);
@@ -690,16 +715,19 @@ impl WriteBatch {
             f.values.push(0);
             f.valid.push(false);
         }
-        for ((n, v), slot) in fields.into_iter().zip(slots) {
+        for &(i, bits) in &slots {
+            let f = &mut g.fields[i];
+            f.values[row] = bits;
+            f.valid.set(row, true);
+        }
+        for (n, v) in new {
             // A field new in this row is created sized to every row so far, this one included.
-            let i = match slot {
-                Some(i) => i,
-                None => g.field_slot(n.as_ref(), v.field_type())?,
-            };
+            let i = g.field_slot(&n, v.field_type())?;
             let f = &mut g.fields[i];
             f.values[row] = v.to_bits();
             f.valid.set(row, true);
         }
+        self.slots = slots;
         Ok(self)
     }
 
@@ -874,6 +902,35 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn rows_in_any_field_order_and_repeated_names() {
+        let mut b = WriteBatch::new();
+        b.row("m", 1, [("a", 1.0), ("b", 2.0)]).unwrap();
+        // Another order, a new field between known ones.
+        b.row("m", 2, [("b", 3.0), ("c", 4.0), ("a", 5.0)]).unwrap();
+        let g = &b.groups[0];
+        let col = |n: &str| g.fields.iter().find(|f| f.name == n).unwrap();
+        assert_eq!(f64::from_bits(col("a").values[1]), 5.0);
+        assert_eq!(f64::from_bits(col("b").values[1]), 3.0);
+        assert_eq!(f64::from_bits(col("c").values[1]), 4.0);
+        assert!(!col("c").valid.get(0));
+        // A known field twice (in and out of its usual place), a new one twice: rejected,
+        // the batch unchanged.
+        for bad in [
+            vec![("a", 1.0), ("a", 2.0)],
+            vec![("b", 1.0), ("a", 2.0), ("b", 3.0)],
+            vec![("d", 1.0), ("a", 2.0), ("d", 3.0)],
+        ] {
+            let e = b.row("m", 3, bad.clone()).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains("twice")), "{bad:?}: {e}");
+        }
+        assert!(matches!(
+            b.row("m", 3, [("a", Value::F64(1.0)), ("b", Value::I64(1))]),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert_eq!((b.rows(), b.points(), b.groups[0].fields.len()), (2, 5, 3));
     }
 
     #[test]
