@@ -71,6 +71,34 @@ pub(crate) fn sort_segments(segs: &mut [Arc<Segment>]) {
     segs.sort_by_key(|s| (s.index.partition_start, s.index.max_seq, s.id));
 }
 
+/// Segments whose sizes are within this factor of each other form one tier.
+const TIER_SIZE_RATIO: u64 = 2;
+
+/// The run of `trigger` consecutive segments (of one partition, in version order, given by
+/// their sizes in bytes) to merge next: the smallest run whose sizes lie within
+/// [`TIER_SIZE_RATIO`] of each other; failing that, once the partition holds four times
+/// `trigger` segments, the smallest run of all (so the count stays bounded whatever the sizes).
+/// Merging consecutive segments keeps the newest-wins order: their sequence ranges are
+/// disjoint and the merged file takes their place.
+fn tier_run(sizes: &[u64], trigger: usize) -> Option<std::ops::Range<usize>> {
+    if trigger == 0 || sizes.len() < trigger {
+        return None;
+    }
+    let mut best: Option<(bool, u64, usize)> = None; // (similar, total bytes, start)
+    for (i, run) in sizes.windows(trigger).enumerate() {
+        let lo = run.iter().map(|&b| b.max(1)).min().unwrap_or(1);
+        let hi = run.iter().copied().max().unwrap_or(0);
+        let similar = hi <= lo.saturating_mul(TIER_SIZE_RATIO);
+        let total = run.iter().fold(0u64, |t, &b| t.saturating_add(b));
+        // similar runs first, then the smallest
+        if best.is_none_or(|(bs, bt, _)| (similar, std::cmp::Reverse(total)) > (bs, std::cmp::Reverse(bt))) {
+            best = Some((similar, total, i));
+        }
+    }
+    let (similar, _, i) = best?;
+    (similar || sizes.len() >= 4 * trigger).then_some(i..i + trigger)
+}
+
 /// A segment file written under its temporary name, not yet synced.
 struct Unsynced {
     file: Box<dyn crate::io::WriteFile>,
@@ -80,10 +108,13 @@ struct Unsynced {
 }
 
 /// A compaction to run: merge a partition's segments, or drop it (past retention).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CompactionJob {
     partition: i64,
     drop_only: bool,
+    /// Merge only these segments (a run of consecutive ones, oldest first); `None`: all of the
+    /// partition's.
+    only: Option<Vec<u64>>,
 }
 
 /// Background state shared by writers, `flush()` callers and the flush thread.
@@ -1148,7 +1179,7 @@ impl Inner {
         let newest = parts.keys().next_back().copied();
         for (&p, segs) in &parts {
             if p.saturating_add(width) <= floor {
-                return Some(CompactionJob { partition: p, drop_only: true });
+                return Some(CompactionJob { partition: p, drop_only: true, only: None });
             }
             let deletes = v.tombstones.iter().any(|t| {
                 t.seq <= flushed_seq
@@ -1157,10 +1188,20 @@ impl Inner {
                             && s.machine(&t.machine).is_some_and(|mi| t.range.overlaps(mi.ts_min, mi.ts_max))
                     })
             });
-            let many = segs.len() >= self.opts.compaction_trigger;
             let cold = segs.len() >= 2 && Some(p) != newest;
-            if (deletes || many || cold || (force && segs.len() >= 2)) && self.compaction_fits(segs) {
-                return Some(CompactionJob { partition: p, drop_only: false });
+            if (deletes || cold || (force && segs.len() >= 2)) && self.compaction_fits(segs) {
+                return Some(CompactionJob { partition: p, drop_only: false, only: None });
+            }
+            // The newest partition takes the stream of flushes: merging all of it every
+            // `compaction_trigger` flushes would rewrite it over and over (quadratic write
+            // amplification); runs of segments of similar size are merged instead (tiers).
+            let sizes: Vec<u64> = segs.iter().map(|s| s.file_len()).collect();
+            if Some(p) == newest
+                && let Some(run) = tier_run(&sizes, self.opts.compaction_trigger)
+                && self.compaction_fits(&segs[run.clone()])
+            {
+                let only = Some(segs[run].iter().map(|s| s.id).collect());
+                return Some(CompactionJob { partition: p, drop_only: false, only });
             }
         }
         None
@@ -1191,8 +1232,13 @@ impl Inner {
     /// passed it.
     fn run_compaction(&self, job: CompactionJob) -> Result<()> {
         let v = self.version.lock().clone();
-        let inputs: Vec<Arc<Segment>> =
-            v.segments.iter().filter(|s| s.index.partition_start == job.partition).cloned().collect();
+        let inputs: Vec<Arc<Segment>> = v
+            .segments
+            .iter()
+            .filter(|s| s.index.partition_start == job.partition)
+            .filter(|s| job.only.as_ref().is_none_or(|ids| ids.contains(&s.id)))
+            .cloned()
+            .collect();
         if inputs.is_empty() {
             return Ok(());
         }
@@ -1313,4 +1359,50 @@ pub(crate) const COMPACTION_MEMORY_FACTOR: u64 = 4;
 pub(crate) fn partition_of(ts: i64, width: i64) -> i64 {
     let p = ts.div_euclid(width) as i128 * width as i128;
     p.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tier_run;
+
+    #[test]
+    fn tiers_merge_runs_of_similar_size() {
+        // Too few segments: nothing.
+        assert_eq!(tier_run(&[10, 10, 10], 4), None);
+        // Four flushes of about the same size.
+        assert_eq!(tier_run(&[10, 12, 9, 11], 4), Some(0..4));
+        // An older, larger tier is left alone; the four newest flushes merge.
+        assert_eq!(tier_run(&[400, 10, 12, 9, 11], 4), Some(1..5));
+        // A larger tier does not take in a run of smaller ones.
+        assert_eq!(tier_run(&[400, 100, 100, 100], 4), None);
+        // Two candidate runs of similar sizes: the smaller one.
+        assert_eq!(tier_run(&[40, 41, 39, 40, 10, 10, 10, 10], 4), Some(4..8));
+        // Sizes too far apart: wait, until twice the trigger, then the smallest run anyway.
+        assert_eq!(tier_run(&[1000, 100, 10, 1], 4), None);
+        let spread = [10_000, 1000, 100, 10, 1, 2000, 300, 5, 70_000, 3, 900, 40, 8000, 60, 2, 500];
+        assert_eq!(tier_run(&spread[..15], 4), None);
+        assert_eq!(tier_run(&spread, 4), Some(1..5));
+        // Empty files count as one byte; no division by zero, no overflow.
+        assert_eq!(tier_run(&[0, 0, 0, 0], 4), Some(0..4));
+        assert_eq!(tier_run(&[u64::MAX, u64::MAX / 2 + 1, u64::MAX, u64::MAX], 4), Some(0..4));
+    }
+
+    #[test]
+    fn tiering_keeps_write_amplification_logarithmic() {
+        // Simulate a stream of equal flushes into one partition, merging whenever a run is
+        // chosen (sizes add up): every byte is rewritten about log_4(flushes) times.
+        let (mut segs, mut written, trigger) = (Vec::<u64>::new(), 0u64, 4);
+        for _ in 0..256 {
+            segs.push(100);
+            while let Some(r) = tier_run(&segs, trigger) {
+                let merged: u64 = segs[r.clone()].iter().sum();
+                written += merged;
+                segs.splice(r, [merged]);
+            }
+            assert!(segs.len() < 4 * trigger, "{segs:?}");
+        }
+        let flushed = 256 * 100;
+        // log_4(256) = 4 levels of merging.
+        assert_eq!(written, 4 * flushed, "{segs:?}");
+    }
 }

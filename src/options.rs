@@ -63,9 +63,10 @@ pub struct Options {
     /// Most rows in one encoded block of a segment file written by compaction (larger blocks
     /// compress better; flushed data keeps smaller ones).
     pub compaction_block_rows: usize,
-    /// A partition is compacted (its segments merged into one) once it holds this many
-    /// segments. Partitions older than the newest one are compacted as soon as they hold two,
-    /// and any partition whose data deletes have hidden is rewritten without it. A compaction
+    /// The newest partition merges this many consecutive segments of similar size (within 2x)
+    /// into one (tiers: each point is rewritten about log(flushes) times under sustained
+    /// ingest). Partitions older than the newest one are merged whole as soon as they hold
+    /// two segments, and any partition whose data deletes have hidden is rewritten without it. A compaction
     /// decodes one machine's rows of the partition at a time; a partition where one machine
     /// would need more than four times `memtable_bytes_max` for that is left as it is (its
     /// segments keep answering queries), which bounds compaction's memory.

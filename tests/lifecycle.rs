@@ -426,3 +426,62 @@ fn memory_stays_within_the_budget_when_the_disk_is_slow() {
     db.flush().unwrap();
     assert_eq!(db.aggregate("m", ..).run().unwrap().series[0].agg(Agg::Count).unwrap().f64(0), 120_000.0);
 }
+
+/// The newest partition is compacted in tiers (runs of consecutive segments of similar size),
+/// not whole: overlapping rewrites spread over many flushes must still read newest-first,
+/// while merges of part of the partition run in the background, and after a reopen.
+#[test]
+fn tiered_compaction_of_the_newest_partition_keeps_the_newest_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts =
+        || Options { sync: SyncPolicy::Os, compaction_trigger: 2, block_rows: 16, ..Options::default() };
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let mut model: BTreeMap<i64, f64> = BTreeMap::new();
+    let rounds = 24i64;
+    for round in 0..rounds {
+        // Each round rewrites the last 30 timestamps of the one before and adds 10 new ones.
+        let mut b = WriteBatch::new();
+        for t in round * 10..round * 10 + 40 {
+            let v = (round * 1000 + t) as f64;
+            b.row("m", t, [("x", v)]).unwrap();
+            model.insert(t, v);
+        }
+        db.write(&b).unwrap();
+        db.flush().unwrap();
+    }
+    let check = |db: &Db, ctx: &str| {
+        let got: BTreeMap<i64, f64> = db
+            .scan("m", ..)
+            .collect()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let Some(gemba::Values::F64(v)) = b.column("x").map(|c| c.values.clone()) else {
+                    panic!("x is a float column")
+                };
+                b.ts.iter().copied().zip(v).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(got, model, "{ctx}");
+        let l = db.latest("m").run().unwrap();
+        assert_eq!(
+            (l[0].ts, l[0].value),
+            (rounds * 10 + 29, Value::F64(model[&(rounds * 10 + 29)])),
+            "{ctx}"
+        );
+    };
+    check(&db, "after the flushes");
+    // Background merges settle: far fewer segments than flushes, none of them a full rewrite
+    // of the partition each time.
+    let mut waited = 0;
+    while db.stats().segments > 4 && waited < 200 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    let st = db.stats();
+    assert!(st.compactions > 0 && st.segments <= 4, "{st:?}");
+    check(&db, "after background compaction");
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    check(&db, "after a reopen");
+}
