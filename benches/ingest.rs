@@ -1,5 +1,6 @@
 //! Ingest throughput: batches of 1,000 rows × 8 fields through the row API and the columnar
 //! bulk path, under each sync policy, from 1, 4 and 8 writer threads. Throughput is points/s.
+//! Also: late writes, and a fleet of new machines coming online (machines/s).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -133,5 +134,35 @@ fn late(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, late);
+/// A fleet coming online: the first write of each of N machines, one batch per machine (a
+/// gateway per machine). Each new machine copies the catalog (copy-on-write); the time per
+/// machine must stay flat as N grows, not grow with it.
+fn new_machines(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ingest_new_machines");
+    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    for n in [1_000usize, 16_000] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{n}_machines"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let db =
+                        Db::open(dir.path(), Options { sync: SyncPolicy::Os, ..Options::default() }).unwrap();
+                    let start = Instant::now();
+                    for m in 0..n {
+                        let mut b = WriteBatch::new();
+                        b.row(&format!("machine-{m:06}"), 1, FIELDS.iter().map(|f| (*f, 1.0))).unwrap();
+                        db.write(&b).unwrap();
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest, late, new_machines);
 criterion_main!(benches);

@@ -41,12 +41,18 @@ impl MachineEntry {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Catalog {
-    pub(crate) machines: Vec<MachineEntry>,
-    by_name: HashMap<Arc<str>, MachineIdx>,
-    /// Every machine, in byte-wise order of its id.
+    /// Machine `m` is `chunks[m / CHUNK][m % CHUNK]`. A batch with a new machine copies the
+    /// catalog (copy-on-write: snapshots keep the old one), so a copy must stay cheap for
+    /// fleets of many thousands of machines: it copies one pointer per chunk, and a change
+    /// copies one chunk of pointers.
+    chunks: Vec<Arc<Vec<Arc<MachineEntry>>>>,
+    len: usize,
+    /// Every machine, in byte-wise order of its id (also the index by name).
     sorted: Vec<MachineIdx>,
 }
 
+/// Machines per chunk of the catalog.
+const CHUNK: usize = 256;
 /// What a provisional registration added, to confirm or undo it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Added {
@@ -63,30 +69,64 @@ pub(crate) struct BatchMap {
 
 impl Catalog {
     pub(crate) fn machine(&self, name: &str) -> Option<MachineIdx> {
-        self.by_name.get(name).copied()
+        self.sorted
+            .binary_search_by(|&x| self.entry(x).name.as_bytes().cmp(name.as_bytes()))
+            .ok()
+            .map(|i| self.sorted[i])
     }
 
     pub(crate) fn entry(&self, m: MachineIdx) -> &MachineEntry {
-        &self.machines[m as usize]
+        let m = m as usize;
+        &self.chunks[m / CHUNK][m % CHUNK]
+    }
+
+    fn entry_mut(&mut self, m: MachineIdx) -> &mut MachineEntry {
+        let m = m as usize;
+        Arc::make_mut(&mut Arc::make_mut(&mut self.chunks[m / CHUNK])[m % CHUNK])
+    }
+
+    /// Number of machines (indices `0..len`).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every machine, by index.
+    pub(crate) fn machines(&self) -> impl Iterator<Item = &MachineEntry> {
+        self.chunks.iter().flat_map(|c| c.iter().map(|e| &**e))
+    }
+
+    /// Removes the machines from index `n` on.
+    fn truncate(&mut self, n: usize) {
+        while self.len > n {
+            let last = Arc::make_mut(self.chunks.last_mut().expect("len > 0"));
+            last.pop();
+            if last.is_empty() {
+                self.chunks.pop();
+            }
+            self.len -= 1;
+        }
+        let n = n as MachineIdx;
+        self.sorted.retain(|&m| m < n);
     }
 
     /// Adds a machine if it is new.
     pub(crate) fn intern_machine(&mut self, name: &str) -> MachineIdx {
-        if let Some(&m) = self.by_name.get(name) {
-            return m;
+        let at = match self.sorted.binary_search_by(|&x| self.entry(x).name.as_bytes().cmp(name.as_bytes())) {
+            Ok(i) => return self.sorted[i],
+            Err(at) => at,
+        };
+        let m = self.len as MachineIdx;
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
-        let name: Arc<str> = Arc::from(name);
-        let m = self.machines.len() as MachineIdx;
-        self.machines.push(MachineEntry {
-            name: name.clone(),
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk with room")).push(Arc::new(MachineEntry {
+            name: Arc::from(name),
             fields: Vec::new(),
             by_name: HashMap::new(),
             provisional: false,
-        });
-        let at =
-            self.sorted.partition_point(|&x| self.machines[x as usize].name.as_bytes() < name.as_bytes());
+        }));
+        self.len += 1;
         self.sorted.insert(at, m);
-        self.by_name.insert(name, m);
         m
     }
 
@@ -97,7 +137,7 @@ impl Catalog {
 
     /// Adds a field if it is new; fails when it exists with another type.
     pub(crate) fn intern_field(&mut self, m: MachineIdx, name: &str, ty: FieldType) -> Result<FieldIdx> {
-        let e = &mut self.machines[m as usize];
+        let e = self.entry_mut(m);
         if let Some(&f) = e.by_name.get(name) {
             let have = e.fields[f as usize].ty;
             if have != ty {
@@ -168,30 +208,27 @@ impl Catalog {
     /// [`Catalog::confirm`], and [`Catalog::undo`] removes them (a write that failed must not
     /// fix types). At most one provisional registration may be open at a time.
     pub(crate) fn register_provisional(&mut self, batch: &WriteBatch) -> Result<(BatchMap, Added)> {
-        debug_assert!(!self.machines.iter().any(|m| m.provisional || m.fields.iter().any(|f| f.provisional)));
+        debug_assert!(!self.machines().any(|m| m.provisional || m.fields.iter().any(|f| f.provisional)));
         self.register_inner(batch, true)
     }
 
     /// Makes a provisional registration permanent.
     pub(crate) fn confirm(&mut self, added: &Added) {
-        for m in &mut self.machines[added.machines_before..] {
+        for m in added.machines_before..self.len {
+            let m = self.entry_mut(m as MachineIdx);
             m.provisional = false;
             m.fields.iter_mut().for_each(|f| f.provisional = false);
         }
         for &(m, before) in &added.fields_before {
-            self.machines[m as usize].fields[before..].iter_mut().for_each(|f| f.provisional = false);
+            self.entry_mut(m).fields[before..].iter_mut().for_each(|f| f.provisional = false);
         }
     }
 
     /// Removes what a provisional registration added.
     pub(crate) fn undo(&mut self, added: &Added) {
-        for m in self.machines.drain(added.machines_before..) {
-            self.by_name.remove(&m.name);
-        }
-        let n = self.machines.len() as MachineIdx;
-        self.sorted.retain(|&m| m < n);
+        self.truncate(added.machines_before);
         for &(m, before) in &added.fields_before {
-            let e = &mut self.machines[m as usize];
+            let e = self.entry_mut(m);
             for f in e.fields.drain(before..) {
                 e.by_name.remove(&f.name);
             }
@@ -199,7 +236,7 @@ impl Catalog {
     }
 
     fn register_inner(&mut self, batch: &WriteBatch, provisional: bool) -> Result<(BatchMap, Added)> {
-        let mut added = Added { machines_before: self.machines.len(), fields_before: Vec::new() };
+        let mut added = Added { machines_before: self.len, fields_before: Vec::new() };
         if let Some(map) = self.check(batch)? {
             return Ok((map, added));
         }
@@ -222,7 +259,7 @@ impl Catalog {
         let mut groups = Vec::with_capacity(batch.groups.len());
         for g in &batch.groups {
             let m = self.intern_machine(&g.machine);
-            let before = self.machines[m as usize].fields.len();
+            let before = self.entry(m).fields.len();
             if (m as usize) < added.machines_before && !added.fields_before.iter().any(|&(x, _)| x == m) {
                 added.fields_before.push((m, before));
             }
@@ -239,14 +276,63 @@ impl Catalog {
             groups.push((m, idx));
         }
         if provisional {
-            for m in &mut self.machines[added.machines_before..] {
+            for m in added.machines_before..self.len {
+                let m = self.entry_mut(m as MachineIdx);
                 m.provisional = true;
                 m.fields.iter_mut().for_each(|f| f.provisional = true);
             }
             for &(m, before) in &added.fields_before {
-                self.machines[m as usize].fields[before..].iter_mut().for_each(|f| f.provisional = true);
+                self.entry_mut(m).fields[before..].iter_mut().for_each(|f| f.provisional = true);
             }
         }
         Ok((BatchMap { groups }, added))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Value, WriteBatch};
+
+    fn batch(machine: &str, field: &str, v: Value) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.row(machine, 1, [(field, v)]).unwrap();
+        b
+    }
+
+    #[test]
+    fn many_machines_copies_undo_and_lookups() {
+        let mut c = Catalog::default();
+        // Past several chunks, in an order unlike the names' order.
+        let names: Vec<String> =
+            (0..3 * CHUNK + 7).map(|i| format!("m-{:05}", (i * 7919) % 10_000)).collect();
+        for n in &names {
+            let (_, added) = c.register_provisional(&batch(n, "x", Value::F64(1.0))).unwrap();
+            c.confirm(&added);
+        }
+        assert_eq!(c.len(), names.len());
+        let before = c.clone();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(c.machine(n), Some(i as MachineIdx));
+            assert_eq!(&*c.entry(i as MachineIdx).name, n.as_str());
+        }
+        assert!(c.sorted().windows(2).all(|w| c.entry(w[0]).name < c.entry(w[1]).name));
+        // A failed write: a new machine, and a new field of an old one in the first chunk, are
+        // taken back; a copy taken before never saw them.
+        let mut b = batch("zz-new", "x", Value::F64(1.0));
+        b.row(&names[3], 2, [("y", Value::I64(5))]).unwrap();
+        let (_, added) = c.register_provisional(&b).unwrap();
+        assert!(c.entry(c.machine("zz-new").unwrap()).provisional);
+        assert_eq!(before.machine("zz-new"), None);
+        assert_eq!(before.entry(3).fields.len(), 1);
+        c.undo(&added);
+        assert_eq!((c.len(), c.machine("zz-new")), (names.len(), None));
+        assert_eq!(c.entry(3).fields.len(), 1);
+        assert_eq!(c.sorted().len(), names.len());
+        // Types stay fixed.
+        assert!(matches!(
+            c.register_provisional(&batch(&names[CHUNK + 1], "x", Value::I64(1))),
+            Err(Error::TypeMismatch { .. })
+        ));
     }
 }

@@ -44,10 +44,10 @@ impl Tails {
 
     /// A table laid out for `catalog`, holding the cells of `from` (if any).
     fn layout(catalog: &Catalog, from: Option<&Tails>) -> Tails {
-        let mut rows = Vec::with_capacity(catalog.machines.len() + 1);
+        let mut rows = Vec::with_capacity(catalog.len() + 1);
         let mut n = 0u32;
         rows.push(0);
-        for e in &catalog.machines {
+        for e in catalog.machines() {
             n += e.fields.len() as u32;
             rows.push(n);
         }
