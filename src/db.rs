@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ struct CompactionJob {
     /// Merge only these segments (a run of consecutive ones, oldest first); `None`: all of the
     /// partition's.
     only: Option<Vec<u64>>,
+    /// Chosen by the background policy (gives way to `Db::compact`), not forced.
+    background: bool,
 }
 
 /// Background state shared by writers, `flush()` callers and the flush thread.
@@ -144,6 +146,9 @@ pub(crate) struct Inner {
     visible_seq: AtomicU64,
     recovery: RecoveryReport,
     shutdown: AtomicBool,
+    /// `Db::compact` calls waiting or running: background compaction gives way to them
+    /// (it would merge what the forced compaction is about to merge again).
+    compact_calls: AtomicUsize,
     bg: Mutex<BgState>,
     /// Wakes the flush thread (new frozen memtable, shutdown).
     bg_work: Condvar,
@@ -298,6 +303,7 @@ impl Db {
             visible_seq: AtomicU64::new(last_seq),
             recovery,
             shutdown: AtomicBool::new(false),
+            compact_calls: AtomicUsize::new(0),
             bg: Mutex::new(BgState::default()),
             bg_work: Condvar::new(),
             bg_done: Condvar::new(),
@@ -506,8 +512,17 @@ impl Db {
     /// dropped. Background compaction does the same by its policy
     /// ([`Options::compaction_trigger`]); this forces it now and waits.
     pub fn compact(&self) -> Result<()> {
-        self.flush()?;
         let inner = &*self.inner;
+        // Background compaction gives way from now on (see `compaction_candidate`).
+        inner.compact_calls.fetch_add(1, Ordering::SeqCst);
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&inner.compact_calls);
+        self.flush()?;
         loop {
             inner.check_open()?;
             let _work = inner.work.lock();
@@ -1169,6 +1184,9 @@ impl Inner {
     /// with `force`, any partition with two or more segments or with deletes to apply.
     /// Partitions entirely past retention come first: they are simply dropped.
     fn compaction_candidate(&self, v: &Version, force: bool) -> Option<CompactionJob> {
+        if !force && self.compact_calls.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         let floor = self.ts_floor();
         let width = self.opts.partition_width;
         let flushed_seq = self.manifest.lock().flushed_seq;
@@ -1179,7 +1197,7 @@ impl Inner {
         let newest = parts.keys().next_back().copied();
         for (&p, segs) in &parts {
             if p.saturating_add(width) <= floor {
-                return Some(CompactionJob { partition: p, drop_only: true, only: None });
+                return Some(CompactionJob { partition: p, drop_only: true, only: None, background: !force });
             }
             let deletes = v.tombstones.iter().any(|t| {
                 t.seq <= flushed_seq
@@ -1190,7 +1208,12 @@ impl Inner {
             });
             let cold = segs.len() >= 2 && Some(p) != newest;
             if (deletes || cold || (force && segs.len() >= 2)) && self.compaction_fits(segs) {
-                return Some(CompactionJob { partition: p, drop_only: false, only: None });
+                return Some(CompactionJob {
+                    partition: p,
+                    drop_only: false,
+                    only: None,
+                    background: !force,
+                });
             }
             // The newest partition takes the stream of flushes: merging all of it every
             // `compaction_trigger` flushes would rewrite it over and over (quadratic write
@@ -1201,7 +1224,7 @@ impl Inner {
                 && self.compaction_fits(&segs[run.clone()])
             {
                 let only = Some(segs[run].iter().map(|s| s.id).collect());
-                return Some(CompactionJob { partition: p, drop_only: false, only });
+                return Some(CompactionJob { partition: p, drop_only: false, only, background: !force });
             }
         }
         None
@@ -1256,7 +1279,9 @@ impl Inner {
         let machines = names.into_iter().map(|name| {
             // Compaction is optional work: a closing database does not wait for the rest of
             // it (the partial file is removed; the inputs stay live).
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shutdown.load(Ordering::SeqCst)
+                || (job.background && self.compact_calls.load(Ordering::SeqCst) > 0)
+            {
                 return Err(Error::Closed);
             }
             let mut schema: Vec<(Arc<str>, FieldType)> = Vec::new();
@@ -1297,7 +1322,11 @@ impl Inner {
         let max_seq = inputs.iter().map(|s| s.index.max_seq).max().unwrap_or(0);
         // Every delete known now is applied by the reads above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        let built = self.build_segment(job.partition, (min_seq, max_seq, applied_seq), machines)?;
+        let built = match self.build_segment(job.partition, (min_seq, max_seq, applied_seq), machines) {
+            // Gave way to `Db::compact` (the partial file is gone, the inputs stay live).
+            Err(Error::Closed) if job.background && !self.shutdown.load(Ordering::SeqCst) => return Ok(()),
+            other => other?,
+        };
         let made = self.finish_segments(built.into_iter().collect())?;
         let written: u64 = made.iter().map(|(_, m)| m.bytes).sum();
         self.stats_bytes_compacted.fetch_add(written, Ordering::Relaxed);
