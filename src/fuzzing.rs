@@ -259,4 +259,22 @@ fn check(db: &Db, model: &Model) {
         }
     }
     assert_eq!(&got, model, "database differs from the model");
+    // Latest values (the tail cache, memtables, deletes) agree with the model too.
+    let mut want: BTreeMap<(u8, u8), (i64, Value)> = BTreeMap::new();
+    for (&(m, ts), row) in model {
+        for (&f, &v) in row {
+            want.insert((m, f), (ts, v));
+        }
+    }
+    let got: BTreeMap<(u8, u8), (i64, Value)> = db
+        .latest(Machines::All)
+        .run()
+        .expect("latest succeeds")
+        .into_iter()
+        .map(|l| {
+            let m: u8 = l.machine[1..].parse().expect("machine name");
+            ((m, if &*l.field == "a" { 0 } else { 1 }), (l.ts, l.value))
+        })
+        .collect();
+    assert_eq!(got, want, "latest differs from the model");
 }
