@@ -69,10 +69,12 @@ pub(crate) struct BatchMap {
 
 impl Catalog {
     pub(crate) fn machine(&self, name: &str) -> Option<MachineIdx> {
-        self.sorted
-            .binary_search_by(|&x| self.entry(x).name.as_bytes().cmp(name.as_bytes()))
-            .ok()
-            .map(|i| self.sorted[i])
+        self.find(name).ok().map(|i| self.sorted[i])
+    }
+
+    /// Where `name` is (`Ok`) or would go (`Err`) in the name-sorted index.
+    fn find(&self, name: &str) -> std::result::Result<usize, usize> {
+        self.sorted.binary_search_by(|&x| self.entry(x).name.as_bytes().cmp(name.as_bytes()))
     }
 
     pub(crate) fn entry(&self, m: MachineIdx) -> &MachineEntry {
@@ -111,7 +113,7 @@ impl Catalog {
 
     /// Adds a machine if it is new.
     pub(crate) fn intern_machine(&mut self, name: &str) -> MachineIdx {
-        let at = match self.sorted.binary_search_by(|&x| self.entry(x).name.as_bytes().cmp(name.as_bytes())) {
+        let at = match self.find(name) {
             Ok(i) => return self.sorted[i],
             Err(at) => at,
         };

@@ -1218,9 +1218,11 @@ impl Inner {
             // The newest partition takes the stream of flushes: merging all of it every
             // `compaction_trigger` flushes would rewrite it over and over (quadratic write
             // amplification); runs of segments of similar size are merged instead (tiers).
-            let sizes: Vec<u64> = segs.iter().map(|s| s.file_len()).collect();
             if Some(p) == newest
-                && let Some(run) = tier_run(&sizes, self.opts.compaction_trigger)
+                && let Some(run) = tier_run(
+                    &segs.iter().map(|s| s.file_len()).collect::<Vec<_>>(),
+                    self.opts.compaction_trigger,
+                )
                 && self.compaction_fits(&segs[run.clone()])
             {
                 let only = Some(segs[run].iter().map(|s| s.id).collect());

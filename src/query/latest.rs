@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::model::{FieldType, Timestamp, Value};
 
 use super::Machines;
-use super::scan::{resolve_fields, resolve_machines};
+use super::scan::{resolve_fields, resolve_machines, select_fields};
 use super::tails::Tails;
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
@@ -180,20 +180,7 @@ fn latest_cached(
 ) {
     let e = snap.catalog.entry(m);
     let Scratch { idx, best } = scratch;
-    idx.clear();
-    match fields {
-        None => idx.extend((0..e.fields.len() as FieldIdx).filter(|&f| !e.fields[f as usize].provisional)),
-        Some(names) => {
-            for n in names {
-                if let Some(f) = e.field(n)
-                    && !e.fields[f as usize].provisional
-                    && !idx.contains(&f)
-                {
-                    idx.push(f);
-                }
-            }
-        }
-    }
+    select_fields(e, fields, idx);
     best.clear();
     best.extend(idx.iter().map(|&f| tails.get(m, f)));
     let v = &snap.version;

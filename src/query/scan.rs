@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::catalog::{FieldIdx, MachineIdx};
+use crate::catalog::{FieldIdx, MachineEntry, MachineIdx};
 use crate::db::{Db, Snapshot};
 use crate::error::Result;
 use crate::model::{FieldType, TimeRange};
@@ -114,26 +114,31 @@ pub(crate) fn resolve_fields(
     fields: Option<&[String]>,
 ) -> Vec<(FieldIdx, Arc<str>, FieldType)> {
     let e = snap.catalog.entry(m);
+    let mut idx = Vec::new();
+    select_fields(e, fields, &mut idx);
+    idx.into_iter()
+        .map(|i| {
+            let f = &e.fields[i as usize];
+            (i, f.name.clone(), f.ty)
+        })
+        .collect()
+}
+
+/// Fills `out` with the indices of the machine's fields selected by `fields` (every visible
+/// field when `None`; unknown and repeated names are skipped), in order.
+pub(crate) fn select_fields(e: &MachineEntry, fields: Option<&[String]>, out: &mut Vec<FieldIdx>) {
+    out.clear();
     match fields {
-        None => e
-            .fields
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.provisional)
-            .map(|(i, f)| (i as FieldIdx, f.name.clone(), f.ty))
-            .collect(),
+        None => out.extend((0..e.fields.len() as FieldIdx).filter(|&f| !e.fields[f as usize].provisional)),
         Some(names) => {
-            let mut out: Vec<(FieldIdx, Arc<str>, FieldType)> = Vec::new();
             for n in names {
-                if let Some(i) = e.field(n)
-                    && !e.fields[i as usize].provisional
-                    && !out.iter().any(|(j, _, _)| *j == i)
+                if let Some(f) = e.field(n)
+                    && !e.fields[f as usize].provisional
+                    && !out.contains(&f)
                 {
-                    let f = &e.fields[i as usize];
-                    out.push((i, f.name.clone(), f.ty));
+                    out.push(f);
                 }
             }
-            out
         }
     }
 }

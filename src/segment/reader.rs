@@ -271,7 +271,7 @@ impl Segment {
         fields: &[&str],
         tombs: &[Arc<Tombstone>],
         per_group: &[Vec<(usize, usize)>],
-        scratch: &mut DecodeScratch,
+        scratch: &mut ReadScratch,
         out: &mut RowSet,
     ) -> Result<()> {
         for (g, wanted) in per_group.iter().enumerate() {
@@ -306,10 +306,7 @@ impl Segment {
                 part.cols[col] = Some(ColData { vals: Vec::with_capacity(total), valid: Bitmap::new() });
             }
             for b in blocks {
-                let mut ts = std::mem::take(&mut scratch.ts);
-                let res = self.block_ts(b, &mut ts);
-                scratch.ts = ts;
-                res?;
+                self.block_ts(b, &mut scratch.ts)?;
                 let ts = &scratch.ts;
                 let rows = ts.len();
                 let lo = ts.partition_point(|&t| t < range.start);
@@ -319,28 +316,22 @@ impl Segment {
                     let ty = m.fields[grp.fields[p] as usize].1;
                     let c = part.cols[col].as_mut().expect("column set up above");
                     let at = c.vals.len();
-                    let mut vals = std::mem::take(&mut scratch.vals);
-                    vals.clear();
-                    let res = self.block_field_append(ty, rows, &b.fields[p], scratch, &mut vals);
-                    let valid = match res {
-                        Ok(v) => v,
-                        Err(e) => {
-                            scratch.vals = vals;
-                            return Err(e);
-                        }
-                    };
+                    let valid =
+                        self.block_field_append(ty, rows, &b.fields[p], &mut scratch.decode, &mut c.vals)?;
                     if valid.is_none() && !any_overlap(dels, b.ts_min, b.ts_max) {
-                        // Every row has a value and no delete touches the block.
-                        c.vals.extend_from_slice(&vals[lo..hi]);
+                        // Every row has a value and no delete touches the block: the decoded
+                        // values stay where they are, cut to the range.
+                        c.vals.truncate(at + hi);
+                        c.vals.drain(at..at + lo);
                         c.valid.extend_const(hi - lo, true);
                     } else {
-                        let mut full = spread(vals.as_slice(), valid, rows);
-                        mask(&scratch.ts, &mut full.valid, dels);
+                        let mut full = spread(&c.vals[at..], valid, rows);
+                        mask(ts, &mut full.valid, dels);
+                        c.vals.truncate(at);
                         c.vals.extend_from_slice(&full.vals[lo..hi]);
                         c.valid.extend_from_range(&full.valid, lo, hi);
                     }
                     debug_assert_eq!(c.vals.len(), at + hi - lo);
-                    scratch.vals = vals;
                 }
             }
             *out = std::mem::take(out).merge_newer(part);
@@ -414,17 +405,22 @@ fn spread(vals: &[u64], valid: Option<Bitmap>, rows: usize) -> ColData {
 }
 
 thread_local! {
-    static SCRATCH: std::cell::Cell<DecodeScratch> = std::cell::Cell::new(DecodeScratch::default());
+    static SCRATCH: std::cell::Cell<ReadScratch> = std::cell::Cell::new(ReadScratch::default());
 }
 
-/// Buffers a reader reuses from block to block.
+/// Buffers [`Segment::read`] reuses from block to block (and, per thread, from read to read).
+#[derive(Debug, Default)]
+struct ReadScratch {
+    ts: Vec<Timestamp>,
+    decode: DecodeScratch,
+}
+
+/// The typed buffers the codecs decode into before values become raw bits.
 #[derive(Debug, Default)]
 pub(crate) struct DecodeScratch {
     f64s: Vec<f64>,
     i64s: Vec<i64>,
     bools: Vec<bool>,
-    vals: Vec<u64>,
-    ts: Vec<Timestamp>,
 }
 
 /// Decodes `n` values of type `ty` and appends their bits to `out` (unchanged on error).
