@@ -154,13 +154,10 @@ fn must_poison(trace: &[OpRec], i: usize) -> bool {
     let is_log = op.path.starts_with("wal-");
     match op.kind {
         "sync" if is_log => {
-            // create_file: create, write(32), sync of the same file.
-            !(i >= 2
-                && trace[i - 1].kind == "write"
-                && trace[i - 1].len == 32
-                && trace[i - 1].path == op.path
-                && trace[i - 2].kind == "create"
-                && trace[i - 2].path == op.path)
+            // create_file: create, write(32), sync of the same file. Only that file's own
+            // operations count: the flush thread's segment writes may come in between.
+            let mine: Vec<&OpRec> = trace[..i].iter().filter(|o| o.path == op.path).collect();
+            !(mine.len() == 2 && mine[0].kind == "create" && mine[1].kind == "write" && mine[1].len == 32)
         }
         "set_len" => true,
         "rename" => op.path == "MANIFEST.tmp",
