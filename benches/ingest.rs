@@ -1,6 +1,7 @@
 //! Ingest throughput: batches of 1,000 rows × 8 fields through the row API and the columnar
 //! bulk path, under each sync policy, from 1, 4 and 8 writer threads. Throughput is points/s.
-//! Also: late writes, and a fleet of new machines coming online (machines/s).
+//! Also: late writes, a fleet of new machines coming online (machines/s), and group commit of
+//! small durable batches.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -164,5 +165,47 @@ fn new_machines(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, late, new_machines);
+/// Group commit where the log's sync is the cost: durable writes of small batches (10 rows x 8
+/// fields, a gateway forwarding a few samples at a time) from 1 and 8 threads. One thread
+/// pays a sync per batch; eight share each sync (with 1,000-row batches the same two cores are
+/// busy encoding instead, see `ingest/always`).
+fn group_commit(c: &mut Criterion) {
+    const SMALL: usize = 10;
+    let mut g = c.benchmark_group("ingest_group_commit");
+    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    for threads in [1usize, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), Options::default()).unwrap());
+        let clock = Arc::new(AtomicI64::new(0));
+        g.throughput(Throughput::Elements((SMALL * FIELDS.len() * threads) as u64));
+        g.bench_function(format!("always/10_rows/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (db, clock) = (db.clone(), clock.clone());
+                        std::thread::spawn(move || {
+                            for k in 0..iters {
+                                let t0 = clock.fetch_add(SMALL as i64 * 1000, Ordering::Relaxed);
+                                let mut b = WriteBatch::new();
+                                for i in 0..SMALL as i64 {
+                                    let row = FIELDS.iter().enumerate().map(|(f, n)| (*n, value(f, i)));
+                                    b.row(&format!("m{t}-{}", k % 16), t0 + i * 1000, row).unwrap();
+                                }
+                                db.write(&b).unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ingest, late, new_machines, group_commit);
 criterion_main!(benches);
