@@ -203,7 +203,11 @@ pub(crate) fn encode_machine(m: &MachineData, block_rows: usize) -> EncodedMachi
 
 /// Encodes every machine, on up to `threads` threads; results in the input order.
 pub(crate) fn encode_all(machines: &[MachineData], block_rows: usize, threads: usize) -> Vec<EncodedMachine> {
-    let threads = threads.clamp(1, machines.len().max(1));
+    // Below this many rows a partition encodes in well under a millisecond, less than starting
+    // threads costs (sparse data flushes many such partitions at once).
+    const PARALLEL_ROWS_MIN: usize = 16_384;
+    let rows: usize = machines.iter().map(|m| m.rows.ts.len()).sum();
+    let threads = if rows < PARALLEL_ROWS_MIN { 1 } else { threads.clamp(1, machines.len().max(1)) };
     if threads == 1 {
         return machines.iter().map(|m| encode_machine(m, block_rows)).collect();
     }
