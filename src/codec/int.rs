@@ -154,8 +154,7 @@ fn keep_smaller(best: &mut Vec<u8>, cand: &mut Vec<u8>) {
 
 fn count_runs(v: &[i64]) -> usize {
     // a branch-free sum the compiler vectorises (a filtered `windows` iterator is not)
-    let (a, b) = (&v[..v.len().saturating_sub(1)], v.get(1..).unwrap_or(&[]));
-    1 + a.iter().zip(b).map(|(x, y)| usize::from(x != y)).sum::<usize>()
+    1 + v.iter().zip(v.get(1..).unwrap_or(&[])).map(|(x, y)| usize::from(x != y)).sum::<usize>()
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -193,24 +192,22 @@ fn encode_for_framed(v: &[i64], fr: &Frame, depth: u32, out: &mut Vec<u8>) {
         let m = blk.iter().copied().min().unwrap_or(0);
         let maxw = bit_width(blk.iter().fold(0, |acc, &x| acc | (x - m))) as usize;
         let w = if allow_exc { choose_block_width(blk, m, maxw, exc_cost) } else { maxw };
-        let limit = if w >= 64 { u64::MAX } else { (1u64 << w) - 1 };
         if w == maxw {
             // no exceptions in this block: a plain loop the compiler vectorises
             for (&x, p) in blk.iter().zip(packed.iter_mut()) {
                 *p = x - m;
             }
-            bitpack::pack_block(&packed[..blk.len()], w as u32, &mut data);
-            metas.push((w as u8, m));
-            continue;
-        }
-        for (i, (&x, p)) in blk.iter().zip(packed.iter_mut()).enumerate() {
-            if x - m > limit {
-                let at = k * BLOCK + i;
-                exc_pos.push(at as i64);
-                exc_val.push(v[at]);
-                *p = 0;
-            } else {
-                *p = x - m;
+        } else {
+            let limit = (1u64 << w) - 1; // w < maxw <= 64
+            for (i, (&x, p)) in blk.iter().zip(packed.iter_mut()).enumerate() {
+                if x - m > limit {
+                    let at = k * BLOCK + i;
+                    exc_pos.push(at as i64);
+                    exc_val.push(v[at]);
+                    *p = 0;
+                } else {
+                    *p = x - m;
+                }
             }
         }
         bitpack::pack_block(&packed[..blk.len()], w as u32, &mut data);
@@ -242,8 +239,7 @@ struct Frame {
 /// Frame of reference of `v`: its minimum, the greatest common divisor of the offsets from it
 /// (at least 1), and the offsets divided by it.
 fn frame(v: &[i64]) -> Frame {
-    let (base, top) = min_max(v);
-    let base = if v.is_empty() { 0 } else { base };
+    let (base, top) = if v.is_empty() { (0, 0) } else { min_max(v) };
     let off = |x: i64| x.wrapping_sub(base) as u64;
     // gcd of a sample first, then check that it divides every offset (one multiplication each)
     let mut g = 0u64;
@@ -274,8 +270,7 @@ fn frame(v: &[i64]) -> Frame {
         let dv = Divisor::new(g);
         (v.iter().map(|&x| dv.exact(off(x))).collect(), dv.exact(off(top)))
     };
-    let maxw = if v.is_empty() { 0 } else { bit_width(qmax) };
-    Frame { base, g, q, maxw }
+    Frame { base, g, q, maxw: bit_width(qmax) }
 }
 
 /// Smallest and largest of `v` (`(i64::MAX, i64::MIN)` when empty), in four independent
