@@ -30,7 +30,7 @@ fn scan(c: &mut Criterion) {
             for batch in db.scan(Machines::All, ..).run().unwrap() {
                 for c in batch.unwrap().columns {
                     if let Values::F64(v) = &c.values {
-                        sum += v.iter().sum::<f64>();
+                        sum += common::sum_lanes(v);
                     }
                     n += c.values.len() as u64;
                 }

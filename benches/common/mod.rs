@@ -93,3 +93,17 @@ pub fn filled_db(machines: usize, rows: usize, interval_us: i64) -> (tempfile::T
     let points = fill(&db, machines, rows, interval_us);
     (dir, db, points)
 }
+
+/// Sums in eight independent lanes: a plain `iter().sum()` is one chain of dependent
+/// additions (about 1 ns per value), which would time the consumer rather than the scan.
+pub fn sum_lanes(v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
