@@ -33,6 +33,9 @@ pub use float::{decode_f64, encode_f64};
 pub use int::{decode_i64, encode_i64};
 pub use ts::{decode_timestamps, encode_timestamps};
 
+pub(crate) use float::decode_f64_bits_append;
+pub(crate) use int::decode_i64_bits_append;
+
 /// The largest number of rows of a block (and so the largest `n` of a chunk).
 pub const BLOCK_ROWS_MAX: usize = 65_536;
 

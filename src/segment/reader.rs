@@ -415,11 +415,10 @@ struct ReadScratch {
     decode: DecodeScratch,
 }
 
-/// The typed buffers the codecs decode into before values become raw bits.
+/// The buffer booleans decode into before they become raw bits (floats and integers decode
+/// straight into the column).
 #[derive(Debug, Default)]
 pub(crate) struct DecodeScratch {
-    f64s: Vec<f64>,
-    i64s: Vec<i64>,
     bools: Vec<bool>,
 }
 
@@ -432,14 +431,8 @@ pub(crate) fn decode_values_append(
     out: &mut Vec<u64>,
 ) -> Result<(), codec::DecodeError> {
     match ty {
-        FieldType::F64 => {
-            codec::decode_f64(bytes, n, &mut scratch.f64s)?;
-            out.extend(scratch.f64s.iter().map(|v| v.to_bits()));
-        }
-        FieldType::I64 => {
-            codec::decode_i64(bytes, n, &mut scratch.i64s)?;
-            out.extend(scratch.i64s.iter().map(|&v| v as u64));
-        }
+        FieldType::F64 => codec::decode_f64_bits_append(bytes, n, out)?,
+        FieldType::I64 => codec::decode_i64_bits_append(bytes, n, out)?,
         FieldType::Bool => {
             codec::decode_bool(bytes, n, &mut scratch.bools)?;
             out.extend(scratch.bools.iter().map(|&v| v as u64));
