@@ -75,14 +75,13 @@ impl<'a> Scan<'a> {
         self.range.validate()?;
         let snap = self.db.snapshot()?;
         let machines = resolve_machines(&snap, &self.machines);
-        Ok(ScanIter {
+        let ctx = Arc::new(ScanCtx {
             range: snap.clamp(self.range),
             snap,
             fields: self.fields,
             batch_rows: self.batch_rows,
-            machines: machines.into(),
-            current: None,
-        })
+        });
+        Ok(ScanIter::new(ctx, machines))
     }
 
     /// Runs the scan and collects every batch.
@@ -236,17 +235,15 @@ impl MachineScan {
     }
 }
 
-/// The batches of a running scan. See [`Db::scan`].
-pub struct ScanIter {
+/// What every part of one scan shares: the snapshot and the request.
+struct ScanCtx {
     snap: Snapshot,
     range: TimeRange,
     fields: Option<Vec<String>>,
     batch_rows: usize,
-    machines: VecDeque<MachineIdx>,
-    current: Option<MachineScan>,
 }
 
-impl ScanIter {
+impl ScanCtx {
     fn start_machine(&self, m: MachineIdx) -> Option<MachineScan> {
         let sel = resolve_fields(&self.snap, m, self.fields.as_deref());
         if sel.is_empty() || self.range.is_empty() {
@@ -274,16 +271,9 @@ impl ScanIter {
         })
     }
 
-    fn next_batch(&mut self) -> Result<Option<Batch>> {
+    /// The machine's next batch, or `None` when it has no more.
+    fn next_batch(&self, cur: &mut MachineScan) -> Result<Option<Batch>> {
         loop {
-            if self.current.is_none() {
-                let Some(m) = self.machines.pop_front() else {
-                    return Ok(None);
-                };
-                self.current = self.start_machine(m);
-                continue;
-            }
-            let cur = self.current.as_mut().unwrap();
             if cur.at < cur.current.len() {
                 let (lo, hi) = (cur.at, (cur.at + self.batch_rows).min(cur.current.len()));
                 cur.at = hi;
@@ -307,7 +297,161 @@ impl ScanIter {
                     cur.current = rows;
                     cur.at = 0;
                 }
-                None => self.current = None,
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A scan of several machines hands every other machine to a helper thread when there is
+/// at least this much to decode (values in the selected machines' segments): below it, the
+/// thread's start costs more than it saves.
+const PARALLEL_SCAN_MIN_VALUES: u64 = 1 << 18;
+
+/// Batches the helper thread may decode ahead of the consumer (bounds the memory a scan
+/// holds: these plus the one being built).
+const PREFETCH_BATCHES: usize = 2;
+
+/// What the helper thread sends: a batch (or the error that ends the scan), or the end of
+/// one of its machines.
+enum Msg {
+    Batch(Result<Batch>),
+    MachineDone,
+}
+
+/// The helper thread of a parallel scan and the receiving end of its batches.
+struct Helper {
+    rx: Option<std::sync::mpsc::Receiver<Msg>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    /// Starts a thread that decodes `machines`, in order, into the returned channel.
+    fn spawn(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> Option<Helper> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_BATCHES);
+        let body = move || {
+            for m in machines {
+                if let Some(mut cur) = ctx.start_machine(m) {
+                    loop {
+                        match ctx.next_batch(&mut cur) {
+                            Ok(Some(b)) => {
+                                if tx.send(Msg::Batch(Ok(b))).is_err() {
+                                    return; // the scan was dropped
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = tx.send(Msg::Batch(Err(e)));
+                                return;
+                            }
+                        }
+                    }
+                }
+                if tx.send(Msg::MachineDone).is_err() {
+                    return;
+                }
+            }
+        };
+        // Without a thread (resource limits) the scan simply stays on the calling thread.
+        let handle = std::thread::Builder::new().name("gemba-scan".into()).spawn(body).ok()?;
+        Some(Helper { rx: Some(rx), handle: Some(handle) })
+    }
+
+    /// The helper's next message; `None` if it stopped without saying so (it panicked).
+    fn recv(&mut self) -> Option<Msg> {
+        match self.rx.as_ref()?.recv() {
+            Ok(m) => Some(m),
+            Err(_) => {
+                self.finish();
+                None
+            }
+        }
+    }
+
+    /// Stops the helper (it notices at its next send) and waits for it; a panic in the helper
+    /// resumes on this thread.
+    fn finish(&mut self) {
+        self.rx = None;
+        if let Some(h) = self.handle.take()
+            && let Err(panic) = h.join()
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Which thread produces the machine being returned.
+enum Current {
+    /// Between machines.
+    None,
+    /// This thread decodes it.
+    Own(Box<MachineScan>),
+    /// The helper thread decodes it; its batches come through the channel.
+    Helper,
+}
+
+/// The batches of a running scan. See [`Db::scan`].
+///
+/// A scan over several machines with enough data decodes every other machine on a helper
+/// thread, a couple of batches ahead, while the consumer's thread decodes the others: the
+/// batches still come in machine order, and dropping the iterator stops the helper.
+pub struct ScanIter {
+    ctx: Arc<ScanCtx>,
+    /// Machines still to return, in order, each with whether the helper decodes it.
+    machines: VecDeque<(MachineIdx, bool)>,
+    current: Current,
+    helper: Option<Helper>,
+}
+
+impl ScanIter {
+    fn new(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> ScanIter {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallel = cores > 1
+            && machines.len() > 1
+            && values_at_least(&ctx.snap, &machines, ctx.range, PARALLEL_SCAN_MIN_VALUES);
+        let mut helper = None;
+        if parallel {
+            let theirs: Vec<MachineIdx> = machines.iter().skip(1).step_by(2).copied().collect();
+            helper = Helper::spawn(ctx.clone(), theirs);
+        }
+        let split = helper.is_some();
+        let machines = machines.into_iter().enumerate().map(|(i, m)| (m, split && i % 2 == 1)).collect();
+        ScanIter { ctx, machines, current: Current::None, helper }
+    }
+
+    fn next_batch(&mut self) -> Result<Option<Batch>> {
+        loop {
+            match &mut self.current {
+                Current::None => {
+                    let Some((m, remote)) = self.machines.pop_front() else {
+                        return Ok(None);
+                    };
+                    self.current = if remote {
+                        Current::Helper
+                    } else {
+                        self.ctx.start_machine(m).map_or(Current::None, |s| Current::Own(Box::new(s)))
+                    };
+                }
+                Current::Own(cur) => match self.ctx.next_batch(cur)? {
+                    Some(b) => return Ok(Some(b)),
+                    None => self.current = Current::None,
+                },
+                Current::Helper => {
+                    let msg = self.helper.as_mut().and_then(Helper::recv);
+                    match msg {
+                        Some(Msg::Batch(b)) => return b.map(Some),
+                        Some(Msg::MachineDone) => self.current = Current::None,
+                        // Unreachable unless the helper panicked (resumed by `recv`).
+                        None => return Ok(None),
+                    }
+                }
             }
         }
     }
@@ -322,9 +466,29 @@ impl Iterator for ScanIter {
             Err(e) => {
                 // A failed scan ends after reporting its error.
                 self.machines.clear();
-                self.current = None;
+                self.current = Current::None;
+                self.helper = None;
                 Some(Err(e))
             }
         }
     }
+}
+
+/// True when the selected machines' segments hold at least `limit` values in blocks
+/// overlapping `range` (stops counting there).
+fn values_at_least(snap: &Snapshot, machines: &[MachineIdx], range: TimeRange, limit: u64) -> bool {
+    let mut total = 0u64;
+    for &m in machines {
+        let name = &snap.catalog.entry(m).name;
+        for (_, mi) in machine_segments(snap, name, range) {
+            for g in &mi.groups {
+                let rows: u64 = g.blocks.iter().map(|b| u64::from(b.rows)).sum();
+                total += rows * g.fields.len() as u64;
+            }
+            if total >= limit {
+                return true;
+            }
+        }
+    }
+    false
 }
