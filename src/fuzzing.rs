@@ -127,9 +127,9 @@ pub fn codec_round_trip(data: &[u8]) {
     let f: Vec<f64> = words.iter().map(|&w| f64::from_bits(w)).collect();
     let mut buf = Vec::new();
     crate::codec::encode_f64(&f, &mut buf);
-    let mut back = Vec::new();
-    crate::codec::decode_f64(&buf, f.len(), &mut back).expect("own float chunk decodes");
-    assert!(f.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "floats round trip");
+    let mut back_f = Vec::new();
+    crate::codec::decode_f64(&buf, f.len(), &mut back_f).expect("own float chunk decodes");
+    assert!(f.iter().zip(&back_f).all(|(a, b)| a.to_bits() == b.to_bits()), "floats round trip");
     let i: Vec<i64> = words.iter().map(|&w| w as i64).collect();
     buf.clear();
     crate::codec::encode_i64(&i, &mut buf);
@@ -140,12 +140,52 @@ pub fn codec_round_trip(data: &[u8]) {
     crate::codec::encode_timestamps(&i, &mut buf);
     crate::codec::decode_timestamps(&buf, i.len(), &mut back).expect("own timestamp chunk decodes");
     assert_eq!(i, back);
+    // The same values as a series of chunks, each encoded from the plan of the last search.
+    let size = 16 + usize::from(data.first().copied().unwrap_or(0)) * 4;
+    for (chunk, buf) in f.chunks(size).zip(encode_f64_series(f.chunks(size))) {
+        crate::codec::decode_f64(&buf, chunk.len(), &mut back_f).expect("own float chunk decodes");
+        assert!(
+            chunk.iter().zip(&back_f).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "float series round trip"
+        );
+    }
+    for (chunk, buf) in i.chunks(size).zip(encode_i64_series(i.chunks(size))) {
+        crate::codec::decode_i64(&buf, chunk.len(), &mut back).expect("own integer chunk decodes");
+        assert_eq!(chunk, &back[..], "integer series round trip");
+    }
     let bools: Vec<bool> = data.iter().map(|&b| b & 1 == 1).collect();
     buf.clear();
     crate::codec::encode_bool(&bools, &mut buf);
     let mut back = Vec::new();
     crate::codec::decode_bool(&buf, bools.len(), &mut back).expect("own boolean chunk decodes");
     assert_eq!(bools, back);
+}
+
+/// Encodes consecutive chunks of one float series the way the segment writer does: each
+/// chunk from the plan of the last searched one where that plan holds.
+pub fn encode_f64_series<'a>(chunks: impl IntoIterator<Item = &'a [f64]>) -> Vec<Vec<u8>> {
+    let mut hint = None;
+    chunks
+        .into_iter()
+        .map(|c| {
+            let mut buf = Vec::new();
+            crate::codec::encode_f64_hinted(c, &mut hint, &mut buf);
+            buf
+        })
+        .collect()
+}
+
+/// [`encode_f64_series`] for integers.
+pub fn encode_i64_series<'a>(chunks: impl IntoIterator<Item = &'a [i64]>) -> Vec<Vec<u8>> {
+    let mut hint = None;
+    chunks
+        .into_iter()
+        .map(|c| {
+            let mut buf = Vec::new();
+            crate::codec::encode_i64_hinted(c, &mut hint, &mut buf);
+            buf
+        })
+        .collect()
 }
 
 /// Decodes `data` as a manifest.

@@ -102,6 +102,35 @@ proptest! {
         check_f64(&vals);
     }
 
+    /// Chunks of one series encoded as the segment writer does, each from the plan of the last
+    /// searched chunk: runs of one shape (where plans are repeated) and changes of shape (where
+    /// they no longer fit) must all round-trip.
+    #[test]
+    fn series_round_trip(
+        chunks in prop::collection::vec((0u32..12, prop::sample::select(&LENS[..8]), 1usize..6), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let mut r = Rng::new(seed);
+        let mut fs: Vec<Vec<f64>> = Vec::new();
+        let mut is: Vec<Vec<i64>> = Vec::new();
+        for &(kind, len, repeat) in &chunks {
+            for _ in 0..repeat {
+                fs.push(floats(kind % F64_KINDS, len, &mut r));
+                is.push(ints(kind % I64_KINDS, len, &mut r));
+            }
+        }
+        let fbufs = gemba::fuzzing::encode_f64_series(fs.iter().map(|v| &v[..]));
+        let ibufs = gemba::fuzzing::encode_i64_series(is.iter().map(|v| &v[..]));
+        let (mut fo, mut io) = (Vec::new(), Vec::new());
+        for ((v, fb), (w, ib)) in fs.iter().zip(&fbufs).zip(is.iter().zip(&ibufs)) {
+            prop_assert!(fb.len() <= zstd_raw_bound(v.len()) && ib.len() <= zstd_raw_bound(w.len()));
+            decode_f64(fb, v.len(), &mut fo).unwrap();
+            prop_assert!(v.iter().zip(&fo).all(|(a, b)| a.to_bits() == b.to_bits()) && fo.len() == v.len());
+            decode_i64(ib, w.len(), &mut io).unwrap();
+            prop_assert_eq!(&io, w);
+        }
+    }
+
     #[test]
     fn bool_round_trip(len in prop::sample::select(LENS), kind in 0..BOOL_KINDS, seed in any::<u64>()) {
         check_bool(&bools(kind, len, &mut Rng::new(seed)));

@@ -14,10 +14,10 @@
 //! the full difference and round-trip as well.
 
 use super::bitpack::bit_width;
-use super::int::{Sink, decode_stream, encode_stream, read_exceptions};
+use super::int::{Plan, Sink, decode_stream, encode_planned, encode_stream, read_exceptions, search};
 use super::{
-    DecodeError, Desc, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note, put_varint,
-    read_header, unwrap_chunk, zigzag,
+    DecodeError, Desc, Hint, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note,
+    put_varint, read_header, unwrap_chunk, zigzag,
 };
 
 /// Exact powers of ten `10^0 ..= 10^22` (every one is exactly representable as `f64`).
@@ -92,15 +92,53 @@ fn digit(v: f64, up: f64) -> Option<i64> {
 
 /// Encodes floats as one chunk appended to `out`.
 pub fn encode_f64(values: &[f64], out: &mut Vec<u8>) {
+    encode_f64_hinted(values, &mut None, out);
+}
+
+/// [`encode_f64`] for one chunk of a series: repeats `hint`'s scale and plan where they hold
+/// (see [`Hint`]), else searches and leaves the new hint in `hint`.
+pub(crate) fn encode_f64_hinted(values: &[f64], hint: &mut Option<Hint>, out: &mut Vec<u8>) {
     let n = values.len();
+    if n >= 64
+        && let Some(h) = hint.as_mut().filter(|h| h.left > 0)
+    {
+        h.left -= 1;
+        let mut plain = Vec::with_capacity(16 + n);
+        let fits = match h.head {
+            (TAG_F_BITS, _) => {
+                plain.push(TAG_F_BITS);
+                put_varint(&mut plain, n as u64);
+                let bits: Vec<i64> = values.iter().map(|v| v.to_bits() as i64).collect();
+                encode_planned(&bits, &h.plan, 0, &mut plain);
+                true
+            }
+            (TAG_F_ALP, e) if e <= MAX_E => {
+                encode_scaled(values, Scale::Dec(e), Some(&h.plan), &mut plain).1 * 4 <= n
+            }
+            (TAG_F_BIN, s) if s <= MAX_S => {
+                encode_scaled(values, Scale::Bin(s), Some(&h.plan), &mut plain).1 * 4 <= n
+            }
+            _ => false,
+        };
+        if fits {
+            let at = out.len();
+            finish_chunk(&plain, n, out);
+            if h.accepts(out.len() - at, n) {
+                return;
+            }
+            out.truncate(at);
+        }
+    }
     let mut best: Vec<u8> = Vec::new();
+    let mut best_plan = (0u8, 0u8, Plan::Raw);
     let mut tmp = Vec::new();
     let (cands, exc_share) = choose_scales(values);
     for s in cands {
         tmp.clear();
-        encode_scaled(values, s, &mut tmp);
+        let (plan, _) = encode_scaled(values, s, None, &mut tmp);
         if best.is_empty() || tmp.len() < best.len() {
             std::mem::swap(&mut best, &mut tmp);
+            best_plan = (s.tag(), s.byte(), plan);
         }
     }
     // the bit patterns are also the fallback that keeps every chunk within `zstd_raw_bound`
@@ -109,12 +147,16 @@ pub fn encode_f64(values: &[f64], out: &mut Vec<u8>) {
         tmp.push(TAG_F_BITS);
         put_varint(&mut tmp, n as u64);
         let bits: Vec<i64> = values.iter().map(|v| v.to_bits() as i64).collect();
-        encode_stream(&bits, 0, &mut tmp);
+        let plan = search(&bits, 0, &mut tmp);
         if best.is_empty() || tmp.len() < best.len() {
             std::mem::swap(&mut best, &mut tmp);
+            best_plan = (TAG_F_BITS, 0, plan);
         }
     }
+    let at = out.len();
     finish_chunk(&best, n, out);
+    let (tag, byte, plan) = best_plan;
+    *hint = Some(Hint::new((tag, byte), plan, out.len() - at, n));
 }
 
 /// Scales worth a full trial (by an estimate on a sample) and the share of sampled values that
@@ -238,7 +280,9 @@ fn estimate(sample: &[f64], scale: Scale) -> (u64, u32) {
 
 /// Writes a complete ALP / binary-scale plain chunk:
 /// `tag n:varint scale:u8 exc:varint digits-stream [positions-stream diffs-stream]`.
-fn encode_scaled(values: &[f64], scale: Scale, out: &mut Vec<u8>) {
+/// Returns the digits stream's plan and the number of exceptions. The digits are searched,
+/// or encoded as `plan` says.
+fn encode_scaled(values: &[f64], scale: Scale, plan: Option<&Plan>, out: &mut Vec<u8>) -> (Plan, usize) {
     let n = values.len();
     let up = scale.up();
     // digit used where a value has none: the first valid one, then the previous one
@@ -264,11 +308,18 @@ fn encode_scaled(values: &[f64], scale: Scale, out: &mut Vec<u8>) {
     put_varint(out, n as u64);
     out.push(scale.byte());
     put_varint(out, exc_pos.len() as u64);
-    encode_stream(&digits, 0, out);
+    let plan = match plan {
+        Some(p) => {
+            encode_planned(&digits, p, 0, out);
+            p.clone()
+        }
+        None => search(&digits, 0, out),
+    };
     if !exc_pos.is_empty() {
         encode_stream(&exc_pos, 1, out);
         encode_stream(&exc_diff, 1, out);
     }
+    (plan, exc_pos.len())
 }
 
 // ------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@
 
 use super::bitpack::{self, BLOCK, bit_width, block_len};
 use super::{
-    DecodeError, Desc, Reader, Result, TAG_I64, finish_chunk, note, put_varint, put_zigzag, read_header,
-    unwrap_chunk, zstd_compress, zstd_decompress,
+    DecodeError, Desc, Hint, Reader, Result, TAG_I64, finish_chunk, note, put_varint, put_zigzag,
+    read_header, unwrap_chunk, zstd_compress, zstd_decompress,
 };
 
 /// Stream tag: every value equal; body `value:zigzag-varint`.
@@ -51,11 +51,32 @@ const DICT_MAX: usize = 4096;
 
 /// Encodes `values` as one integer chunk appended to `out`.
 pub fn encode_i64(values: &[i64], out: &mut Vec<u8>) {
-    let mut plain = Vec::with_capacity(16 + values.len());
+    encode_i64_hinted(values, &mut None, out);
+}
+
+/// [`encode_i64`] for one chunk of a series: repeats `hint`'s plan where it holds (see
+/// [`Hint`]), else searches and leaves the new hint in `hint`.
+pub(crate) fn encode_i64_hinted(values: &[i64], hint: &mut Option<Hint>, out: &mut Vec<u8>) {
+    let n = values.len();
+    let mut plain = Vec::with_capacity(16 + n);
     plain.push(TAG_I64);
-    put_varint(&mut plain, values.len() as u64);
-    encode_stream(values, 0, &mut plain);
-    finish_chunk(&plain, values.len(), out);
+    put_varint(&mut plain, n as u64);
+    let head = plain.len();
+    if let Some(h) = hint.as_mut().filter(|h| h.left > 0) {
+        h.left -= 1;
+        encode_planned(values, &h.plan, 0, &mut plain);
+        let at = out.len();
+        finish_chunk(&plain, n, out);
+        if h.accepts(out.len() - at, n) {
+            return;
+        }
+        out.truncate(at);
+        plain.truncate(head);
+    }
+    let plan = search(values, 0, &mut plain);
+    let at = out.len();
+    finish_chunk(&plain, n, out);
+    *hint = Some(Hint::new((TAG_I64, 0), plan, out.len() - at, n));
 }
 
 /// Decodes an integer chunk of `n` values into `out` (cleared first).
@@ -107,51 +128,140 @@ pub(crate) fn decode_chunk(chunk: &[u8], n: usize, out: &mut Vec<i64>, mut desc:
 
 /// Appends the smallest stream encoding of `v` that the candidates allowed at `depth` give.
 pub fn encode_stream(v: &[i64], depth: u32, out: &mut Vec<u8>) {
+    search(v, depth, out);
+}
+
+/// The shape of a stream encoding that a search chose: which candidate at each level of
+/// nesting (the parameters inside a candidate, widths, bases, exceptions, are worked out from
+/// the data each time). The next chunk of the same series usually picks the same shape, so
+/// [`encode_planned`] repeats it without trying the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    Const,
+    Raw,
+    For,
+    Split,
+    Delta(Box<Plan>),
+    Rle(Box<Plan>, Box<Plan>),
+    Dict(Box<Plan>, Box<Plan>),
+}
+
+/// [`encode_stream`], returning the plan of what it wrote.
+pub(crate) fn search(v: &[i64], depth: u32, out: &mut Vec<u8>) -> Plan {
     let n = v.len();
     if n == 0 {
         out.push(S_RAW);
-        return;
+        return Plan::Raw;
     }
     let first = v[0];
     if v.iter().all(|&x| x == first) {
         out.push(S_CONST);
         put_zigzag(out, first);
-        return;
+        return Plan::Const;
     }
     let fr = frame(v);
     let mut best = Vec::new();
     encode_for_framed(v, &fr, depth, &mut best);
+    let mut plan = Plan::For;
     let mut tmp = Vec::new();
     if depth < DELTA_MAX_DEPTH && n >= 3 && delta_may_pay(v) {
-        encode_delta(v, depth, &mut tmp);
-        keep_smaller(&mut best, &mut tmp);
+        let p = encode_delta(v, depth, None, &mut tmp);
+        if keep_smaller(&mut best, &mut tmp) {
+            plan = p;
+        }
     }
     let runs = count_runs(v);
     if depth < RLE_MAX_DEPTH && runs * 3 <= n {
-        encode_rle(v, runs, depth, &mut tmp);
-        keep_smaller(&mut best, &mut tmp);
+        let p = encode_rle(v, runs, depth, None, &mut tmp);
+        if keep_smaller(&mut best, &mut tmp) {
+            plan = p;
+        }
     }
     if depth < DICT_MAX_DEPTH && n >= 16 {
-        encode_dict(v, depth, runs, best.len(), &mut tmp);
-        keep_smaller(&mut best, &mut tmp);
+        let p = encode_dict(v, depth, runs, best.len(), None, &mut tmp);
+        if keep_smaller(&mut best, &mut tmp) {
+            plan = p.expect("a dictionary stream was written");
+        }
     }
     if depth < SPLIT_MAX_DEPTH && n >= 256 && best.len() * 8 > n * 3 {
         // the split stream decodes ~3x slower than bit-packing: take it only for a real gain
         let budget = best.len() * (100 - SPLIT_MIN_GAIN_PCT) / 100;
         encode_split_framed(v, &fr, depth, budget, &mut tmp);
-        if tmp.len() <= budget {
-            keep_smaller(&mut best, &mut tmp);
+        if tmp.len() <= budget && keep_smaller(&mut best, &mut tmp) {
+            plan = Plan::Split;
         }
         tmp.clear();
     }
     if best.len() > 1 + 8 * n {
-        best.clear();
-        best.push(S_RAW);
-        for &x in v {
-            best.extend_from_slice(&x.to_le_bytes());
-        }
+        write_raw(v, &mut best);
+        plan = Plan::Raw;
     }
     out.extend_from_slice(&best);
+    plan
+}
+
+/// Replaces `out` with the raw stream of `v`.
+fn write_raw(v: &[i64], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(S_RAW);
+    for &x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Appends `v` encoded the way `plan` says, without trying other candidates. Where the plan
+/// does not fit the data (a constant that is not, a run-length stream of too many runs, a
+/// dictionary of too many values, a nesting the depth does not allow), that stream is
+/// searched instead; the result is always a valid stream, and usually within a few percent of
+/// the search's.
+pub(crate) fn encode_planned(v: &[i64], plan: &Plan, depth: u32, out: &mut Vec<u8>) {
+    let n = v.len();
+    if n == 0 {
+        out.push(S_RAW);
+        return;
+    }
+    match plan {
+        Plan::Const if v.iter().all(|&x| x == v[0]) => {
+            out.push(S_CONST);
+            put_zigzag(out, v[0]);
+        }
+        Plan::Raw => {
+            out.push(S_RAW);
+            for &x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        Plan::For => encode_for(v, depth, out),
+        Plan::Split if depth < SPLIT_MAX_DEPTH && n >= 256 => {
+            let fr = frame(v);
+            let at = out.len();
+            encode_split_framed(v, &fr, depth, usize::MAX, out);
+            if out.len() == at {
+                encode_for_framed(v, &fr, depth, out);
+            }
+        }
+        Plan::Delta(p) if depth < DELTA_MAX_DEPTH && n >= 3 => {
+            encode_delta(v, depth, Some(p), out);
+        }
+        Plan::Rle(pv, pl) if depth < RLE_MAX_DEPTH => {
+            let runs = count_runs(v);
+            if runs * 3 <= n {
+                encode_rle(v, runs, depth, Some((pv, pl)), out);
+            } else {
+                search(v, depth, out);
+            }
+        }
+        Plan::Dict(pd, pc) if depth < DICT_MAX_DEPTH && n >= 16 => {
+            let at = out.len();
+            encode_dict(v, depth, count_runs(v), usize::MAX, Some((pd, pc)), out);
+            if out.len() == at {
+                search(v, depth, out);
+            }
+        }
+        _ => {
+            search(v, depth, out);
+        }
+    }
 }
 
 /// Whether the deltas of `v` may encode smaller than `v`: its mean step between neighbours
@@ -168,11 +278,14 @@ fn delta_may_pay(v: &[i64]) -> bool {
     steps <= 1.2 * deviation
 }
 
-fn keep_smaller(best: &mut Vec<u8>, cand: &mut Vec<u8>) {
-    if !cand.is_empty() && cand.len() < best.len() {
+/// Keeps the smaller of the two in `best` (an empty candidate is none); true if it was `cand`.
+fn keep_smaller(best: &mut Vec<u8>, cand: &mut Vec<u8>) -> bool {
+    let won = !cand.is_empty() && cand.len() < best.len();
+    if won {
         std::mem::swap(best, cand);
     }
     cand.clear();
+    won
 }
 
 fn count_runs(v: &[i64]) -> usize {
@@ -358,6 +471,7 @@ pub fn encode_split(v: &[i64], depth: u32, budget: usize, out: &mut Vec<u8>) {
     encode_split_framed(v, &fr, depth, budget, out);
 }
 
+/// Writes nothing when the estimate exceeds `budget` bytes.
 fn encode_split_framed(v: &[i64], fr: &Frame, depth: u32, budget: usize, out: &mut Vec<u8>) {
     let n = v.len();
     let (base, g, q) = (fr.base, fr.g, &fr.q);
@@ -585,14 +699,32 @@ fn choose_width(hist: &[usize; 65], n: usize, maxw: usize, exc_cost: usize) -> u
     best_w
 }
 
-fn encode_delta(v: &[i64], depth: u32, out: &mut Vec<u8>) {
+/// A delta stream; its deltas searched, or encoded as `plan` says. Returns its plan.
+fn encode_delta(v: &[i64], depth: u32, plan: Option<&Plan>, out: &mut Vec<u8>) -> Plan {
     let deltas: Vec<i64> = v.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     out.push(S_DELTA);
     put_zigzag(out, v[0]);
-    encode_stream(&deltas, depth + 1, out);
+    match plan {
+        Some(p) => {
+            encode_planned(&deltas, p, depth + 1, out);
+            Plan::Delta(Box::new(p.clone()))
+        }
+        None => Plan::Delta(Box::new(search(&deltas, depth + 1, out))),
+    }
 }
 
-fn encode_rle(v: &[i64], runs: usize, depth: u32, out: &mut Vec<u8>) {
+/// A nested stream, searched or encoded as planned; returns its plan.
+fn sub_stream(v: &[i64], depth: u32, plan: Option<&Plan>, out: &mut Vec<u8>) -> Plan {
+    match plan {
+        Some(p) => {
+            encode_planned(v, p, depth, out);
+            p.clone()
+        }
+        None => search(v, depth, out),
+    }
+}
+
+fn encode_rle(v: &[i64], runs: usize, depth: u32, plan: Option<(&Plan, &Plan)>, out: &mut Vec<u8>) -> Plan {
     let mut vals = Vec::with_capacity(runs);
     let mut lens = Vec::with_capacity(runs);
     let mut start = 0usize;
@@ -605,36 +737,44 @@ fn encode_rle(v: &[i64], runs: usize, depth: u32, out: &mut Vec<u8>) {
     }
     out.push(S_RLE);
     put_varint(out, vals.len() as u64);
-    encode_stream(&vals, depth + 1, out);
-    encode_stream(&lens, depth + 1, out);
+    let pv = sub_stream(&vals, depth + 1, plan.map(|p| p.0), out);
+    let pl = sub_stream(&lens, depth + 1, plan.map(|p| p.1), out);
+    Plan::Rle(Box::new(pv), Box::new(pl))
 }
 
 /// Writes nothing when the dictionary is not expected to beat `budget` bytes (see
 /// [`dict_bound_bytes`]): building the stream encodes the codes with every candidate again.
-fn encode_dict(v: &[i64], depth: u32, runs: usize, budget: usize, out: &mut Vec<u8>) {
+/// Returns the stream's plan, `None` when nothing was written.
+fn encode_dict(
+    v: &[i64],
+    depth: u32,
+    runs: usize,
+    budget: usize,
+    plan: Option<(&Plan, &Plan)>,
+    out: &mut Vec<u8>,
+) -> Option<Plan> {
     // cheap test on a sample first
     let step = (v.len() / 512).max(1);
-    if Distinct::count(v.iter().step_by(step).copied(), 256).is_none() {
-        return;
-    }
+    Distinct::count(v.iter().step_by(step).copied(), 256)?;
     // worthwhile only with at most n/4 entries whose codes are narrower than the
     // frame-of-reference width: bit_width(k - 1) + 1 < bit_width(max - min)
     let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let range_w = bit_width(hi.wrapping_sub(lo) as u64);
     if range_w < 2 {
-        return;
+        return None;
     }
     let limit = DICT_MAX.min(v.len() / 4).min(1usize << (range_w - 2).min(32));
-    let Some(mut set) = Distinct::count(v.iter().copied(), limit) else { return };
+    let mut set = Distinct::count(v.iter().copied(), limit)?;
     let dict = set.sorted_codes();
     let codes: Vec<i64> = v.iter().map(|&x| set.code(x)).collect();
-    if dict_bound_bytes(&codes, dict.len(), runs) >= budget {
-        return;
+    if plan.is_none() && dict_bound_bytes(&codes, dict.len(), runs) >= budget {
+        return None;
     }
     out.push(S_DICT);
     put_varint(out, dict.len() as u64);
-    encode_stream(&dict, depth + 1, out);
-    encode_stream(&codes, depth + 1, out);
+    let pd = sub_stream(&dict, depth + 1, plan.map(|p| p.0), out);
+    let pc = sub_stream(&codes, depth + 1, plan.map(|p| p.1), out);
+    Some(Plan::Dict(Box::new(pd), Box::new(pc)))
 }
 
 /// What the codes of a dictionary stream (ranks below `k`, in `runs` runs) take at least,
@@ -1195,6 +1335,7 @@ pub(crate) fn read_exceptions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::HINT_REUSE;
 
     fn rt(v: &[i64]) -> usize {
         let mut buf = Vec::new();
@@ -1363,6 +1504,98 @@ mod tests {
         buf.clear();
         encode_i64(&white, &mut buf);
         assert!(!super::super::describe(&buf).contains("delta"), "{}", super::super::describe(&buf));
+    }
+
+    #[test]
+    fn planned_streams_decode_whatever_the_plan() {
+        use Plan::*;
+        let b = Box::new;
+        let plans = [
+            Const,
+            Raw,
+            For,
+            Split,
+            Delta(b(For)),
+            Delta(b(Delta(b(Split)))),
+            Delta(b(Delta(b(Delta(b(For)))))),
+            Rle(b(For), b(For)),
+            Rle(b(Const), b(Rle(b(For), b(Const)))),
+            Dict(b(For), b(Delta(b(For)))),
+            Dict(b(Raw), b(Split)),
+        ];
+        let mut series: Vec<Vec<i64>> =
+            shapes().into_iter().map(|v| v.into_iter().map(|x| x as i64).collect()).collect();
+        series.push(vec![7; 3000]);
+        series.push((0..3000).map(|i| i / 100).collect());
+        series.push((0..3000).map(|i| [3, -9, 1 << 40][i % 3]).collect());
+        for v in &series {
+            for plan in &plans {
+                for depth in [0, 2] {
+                    let mut buf = Vec::new();
+                    encode_planned(v, plan, depth, &mut buf);
+                    let mut r = Reader::new(&buf);
+                    let mut back = Vec::new();
+                    decode_vec(&mut r, v.len(), depth, &mut back, None).unwrap();
+                    assert_eq!(&back, v, "{plan:?} at depth {depth}");
+                    assert!(r.finish().is_ok(), "{plan:?} left bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_series_repeats_its_plan_and_searches_again_when_it_stops_fitting() {
+        // A walk: delta wins, then the same plan serves the following chunks.
+        let mut x = 0i64;
+        let mut r = 1u64;
+        let walk: Vec<i64> = (0..8 * 4096)
+            .map(|_| {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x += (r >> 61) as i64 - 3;
+                x
+            })
+            .collect();
+        let mut hint = None;
+        let (mut planned, mut searched) = (0, 0);
+        for c in walk.chunks(4096) {
+            let mut buf = Vec::new();
+            encode_i64_hinted(c, &mut hint, &mut buf);
+            let mut alone = Vec::new();
+            encode_i64(c, &mut alone);
+            let h = hint.as_ref().unwrap();
+            if h.left == HINT_REUSE {
+                searched += 1;
+                assert_eq!(buf, alone);
+            } else {
+                planned += 1;
+                assert!(
+                    buf.len() as f64 <= alone.len() as f64 * 1.03 + 16.0,
+                    "{} vs {}",
+                    buf.len(),
+                    alone.len()
+                );
+            }
+            let mut back = Vec::new();
+            decode_i64(&buf, c.len(), &mut back).unwrap();
+            assert_eq!(back, c);
+        }
+        assert_eq!((searched, planned), (1, 7));
+        // Wide noise does not fit the walk's plan (its deltas are twice as wide as its values'
+        // spread): searched again, and the search picks no delta.
+        let noise: Vec<i64> = (0..4096)
+            .map(|_| {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (r >> 24) as i64
+            })
+            .collect();
+        let mut buf = Vec::new();
+        encode_i64_hinted(&noise, &mut hint, &mut buf);
+        let mut alone = Vec::new();
+        encode_i64(&noise, &mut alone);
+        assert_eq!(buf, alone);
+        let h = hint.as_ref().unwrap();
+        assert_eq!(h.left, HINT_REUSE);
+        assert!(!matches!(h.plan, Plan::Delta(_)), "{:?}", h.plan);
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub use float::{decode_f64, encode_f64};
 pub use int::{decode_i64, encode_i64};
 pub use ts::{decode_timestamps, encode_timestamps};
 
-pub(crate) use float::decode_f64_bits_append;
-pub(crate) use int::decode_i64_bits_append;
+pub(crate) use float::{decode_f64_bits_append, encode_f64_hinted};
+pub(crate) use int::{decode_i64_bits_append, encode_i64_hinted};
 
 /// The largest number of rows of a block (and so the largest `n` of a chunk).
 pub const BLOCK_ROWS_MAX: usize = 65_536;
@@ -86,6 +86,38 @@ pub const TAG_ZSTD: u8 = 0x7F;
 pub const ZSTD_MIN_INPUT: usize = 64;
 /// zstd compression level of the final stage.
 pub const ZSTD_LEVEL: i32 = 3;
+
+/// What the last full search chose for a series of chunks (one field of one machine, block
+/// after block), so that the next chunks repeat it instead of trying every candidate again.
+/// A planned chunk is kept when it is at most 3% larger per value than the searched one was;
+/// otherwise, and every [`HINT_REUSE`] + 1 chunks anyway, the chunk is searched and the hint
+/// renewed. Hints change how much work the encoder does, never what a decoder reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Hint {
+    /// The searched chunk's tag and parameter byte (a float chunk's scale).
+    pub(crate) head: (u8, u8),
+    /// The shape of its top stream.
+    pub(crate) plan: int::Plan,
+    /// Its bytes per value.
+    rate: f64,
+    /// Planned chunks left before the next search.
+    pub(crate) left: u32,
+}
+
+/// Chunks encoded from one hint before the next search.
+pub(crate) const HINT_REUSE: u32 = 8;
+
+impl Hint {
+    /// The hint of a searched chunk of `len` bytes (as written) and `n` values.
+    pub(crate) fn new(head: (u8, u8), plan: int::Plan, len: usize, n: usize) -> Hint {
+        Hint { head, plan, rate: len as f64 / n.max(1) as f64, left: HINT_REUSE }
+    }
+
+    /// Whether a planned chunk of `len` bytes for `n` values is close enough to the search.
+    pub(crate) fn accepts(&self, len: usize, n: usize) -> bool {
+        len as f64 <= self.rate * n as f64 * 1.03 + 16.0
+    }
+}
 
 /// Upper bound of the decompressed size of a zstd-staged chunk of `n` values: `64 + 9 n` bytes.
 /// The encoder always keeps a candidate no larger than the raw one (`<= 2 + 10 + 8 n` bytes), so

@@ -195,7 +195,7 @@ mod tests {
                 sample()
                     .iter()
                     .map(|m| m.rows.cols.iter().flatten().map(|c| c.valid.count_ones() as u64).sum::<u64>())
-                    .sum()
+                    .sum::<u64>()
             );
             // A range read returns exactly the rows inside.
             let names = ["speed", "count"];

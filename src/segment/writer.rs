@@ -260,6 +260,9 @@ fn encode_machine_into(
         index.extend_from_slice(&(n_blocks as u32).to_le_bytes());
         let mut ts = Vec::with_capacity(block_rows);
         let mut valid = Vec::with_capacity(block_rows);
+        // Each field's blocks are one series: the encoder repeats its last plan (see
+        // `codec::Hint`).
+        let mut hints: Vec<Option<codec::Hint>> = vec![None; members.len()];
         for block in rows.chunks(block_rows) {
             ts.clear();
             ts.extend(block.iter().map(|&r| m.rows.ts[r]));
@@ -269,7 +272,7 @@ fn encode_machine_into(
             let at = out.len();
             codec::encode_timestamps(&ts, out);
             put_chunk(index, out, relocs, at);
-            for &f in &members {
+            for (&f, hint) in members.iter().zip(hints.iter_mut()) {
                 let (ty, col) = (m.fields[f].1, cols[f]);
                 valid.clear();
                 valid.extend(block.iter().map(|&r| col.valid.get(r)));
@@ -288,7 +291,7 @@ fn encode_machine_into(
                     let vlen = (out.len() - len_at - 4) as u32;
                     out[len_at..len_at + 4].copy_from_slice(&vlen.to_le_bytes());
                 }
-                encode_values(ty, &present, out);
+                encode_values(ty, &present, hint, out);
                 put_chunk(index, out, relocs, at);
                 let s = crate::stats::summarize(ty, &present, &present_ts);
                 put_stats(index, &s);
@@ -314,15 +317,17 @@ fn put_stats(index: &mut Vec<u8>, s: &Stats) {
     }
 }
 
-pub(crate) fn encode_values(ty: FieldType, bits: &[u64], out: &mut Vec<u8>) {
+/// Encodes one chunk of a field's values (given as bits); `hint` carries the encoder's plan
+/// from the field's previous chunk to this one.
+pub(crate) fn encode_values(ty: FieldType, bits: &[u64], hint: &mut Option<codec::Hint>, out: &mut Vec<u8>) {
     match ty {
         FieldType::F64 => {
             let v: Vec<f64> = bits.iter().map(|&b| f64::from_bits(b)).collect();
-            codec::encode_f64(&v, out);
+            codec::encode_f64_hinted(&v, hint, out);
         }
         FieldType::I64 => {
             let v: Vec<i64> = bits.iter().map(|&b| b as i64).collect();
-            codec::encode_i64(&v, out);
+            codec::encode_i64_hinted(&v, hint, out);
         }
         FieldType::Bool => {
             let v: Vec<bool> = bits.iter().map(|&b| b != 0).collect();
