@@ -927,24 +927,71 @@ impl Inner {
         let (min_seq, max_seq) = (mt.min_seq(), mt.max_seq());
         // Every delete known now was applied to the rows read above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        let mut built = Vec::new();
-        for (p, machines) in parts {
-            // Encoding is the expensive part of a flush: spread it over the cores.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let encoded = segment::writer::encode_all(&machines, self.opts.block_rows, threads);
+        // Encoding is the expensive part of a flush: spread it over the cores. Several
+        // partitions (sparse data spans many) are built side by side, each on one worker;
+        // a lone partition spreads its machines over the cores instead.
+        let parts: Vec<(i64, Vec<segment::writer::MachineData>)> = parts.into_iter().collect();
+        let workers = crate::cores().min(parts.len()).max(1);
+        let inner = (crate::cores() / workers).max(1);
+        let seqs = (min_seq, max_seq, applied_seq);
+        let build = |(p, machines): (i64, Vec<segment::writer::MachineData>)| {
+            let encoded = segment::writer::encode_all(&machines, self.opts.block_rows, inner);
             drop(machines);
-            let made = self.build_segment(p, (min_seq, max_seq, applied_seq), encoded.into_iter().map(Ok));
-            match made {
+            self.build_segment(p, seqs, encoded.into_iter().map(Ok))
+        };
+        let results: Vec<Result<Option<Unsynced>>> = if workers == 1 {
+            // Stop at the first failure.
+            let mut out = Vec::new();
+            for part in parts {
+                let r = build(part);
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            out
+        } else {
+            let queue = Mutex::new(parts.into_iter());
+            let failed = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..workers)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut mine = Vec::new();
+                            while !failed.load(Ordering::Relaxed) {
+                                let Some(part) = queue.lock().next() else { break };
+                                let r = build(part);
+                                if r.is_err() {
+                                    failed.store(true, Ordering::Relaxed);
+                                }
+                                mine.push(r);
+                            }
+                            mine
+                        })
+                    })
+                    .collect();
+                hs.into_iter().flat_map(|h| h.join().expect("flush worker panicked")).collect()
+            })
+        };
+        let mut built = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
                 Ok(Some(u)) => built.push(u),
                 Ok(None) => {}
                 Err(e) => {
-                    for u in &built {
-                        let _ = self.fs.remove(&u.tmp);
-                    }
-                    return Err(e);
+                    first_err.get_or_insert(e);
                 }
             }
         }
+        if let Some(e) = first_err {
+            for u in &built {
+                let _ = self.fs.remove(&u.tmp);
+            }
+            return Err(e);
+        }
+        built.sort_by_key(|u| u.meta.id);
         let added = self.finish_segments(built)?;
         self.stats_bytes_flushed.fetch_add(added.iter().map(|(_, m)| m.bytes).sum(), Ordering::Relaxed);
         self.publish(added, &[], Some(mt), max_seq)

@@ -71,3 +71,11 @@ pub struct ReadmeDoctests;
 
 /// Most rows in one encoded block of a segment file.
 pub const BLOCK_ROWS_MAX: usize = 65_536;
+
+/// The number of cores gemba spreads work over, asked once per process: the standard
+/// library's answer reads the cgroup files on Linux (a dozen system calls), which cost 5 % of
+/// a flush of many small partitions when asked per partition.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

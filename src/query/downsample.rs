@@ -337,7 +337,7 @@ pub(crate) fn run_parallel<T: Send>(
     f: impl Fn(MachineIdx, &AtomicUsize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let budget = AtomicUsize::new(buckets_max);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(machines.len()).max(1);
+    let threads = crate::cores().min(machines.len()).max(1);
     if threads == 1 {
         return machines.iter().map(|&m| f(m, &budget)).collect();
     }

@@ -412,7 +412,7 @@ pub struct ScanIter {
 
 impl ScanIter {
     fn new(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> ScanIter {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::cores();
         let parallel = cores > 1
             && machines.len() > 1
             && values_at_least(&ctx.snap, &machines, ctx.range, PARALLEL_SCAN_MIN_VALUES);
