@@ -107,6 +107,21 @@ struct Unsynced {
     meta: SegmentMeta,
 }
 
+/// Per machine, the bytes its rows in `segs` take decoded: a timestamp and, per field, a value
+/// and a validity bit per row.
+fn machine_row_bytes<'a>(segs: impl Iterator<Item = &'a Segment>) -> BTreeMap<&'a str, u64> {
+    let mut need: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in segs {
+        for mi in &s.index.machines {
+            let rows: u64 = mi.groups.iter().flat_map(|g| &g.blocks).map(|b| u64::from(b.rows)).sum();
+            let bytes = rows.saturating_mul(8 + 9 * mi.fields.len() as u64);
+            let e = need.entry(&mi.name).or_default();
+            *e = e.saturating_add(bytes);
+        }
+    }
+    need
+}
+
 /// A compaction to run: merge a partition's segments, or drop it (past retention).
 #[derive(Debug, Clone)]
 struct CompactionJob {
@@ -1279,24 +1294,47 @@ impl Inner {
         None
     }
 
-    /// Whether compacting these segments stays within its memory bound: compaction holds one
-    /// machine's rows of the partition at a time (decoded, from every input), and no machine
-    /// may need more than [`COMPACTION_MEMORY_FACTOR`] × `memtable_bytes_max` for them.
+    /// Whether compacting these segments stays within its memory bound: compaction holds the
+    /// rows of the partition (decoded, from every input) of one machine per core at a time,
+    /// never more than [`COMPACTION_MEMORY_FACTOR`] × `memtable_bytes_max` together
+    /// ([`Inner::compaction_groups`]), so no single machine may need more than that.
     /// Partitions past the bound keep their segments (queries merge them; deletes stay hidden
     /// by their tombstones) until retention drops them.
     fn compaction_fits(&self, segs: &[&Arc<Segment>]) -> bool {
-        let limit = (self.opts.memtable_bytes_max as u64).saturating_mul(COMPACTION_MEMORY_FACTOR);
-        let mut need: BTreeMap<&str, u64> = BTreeMap::new();
-        for s in segs {
-            for mi in &s.index.machines {
-                let rows: u64 = mi.groups.iter().flat_map(|g| &g.blocks).map(|b| u64::from(b.rows)).sum();
-                // a timestamp and, per field, a value and a validity bit
-                let bytes = rows.saturating_mul(8 + 9 * mi.fields.len() as u64);
-                let e = need.entry(&mi.name).or_default();
-                *e = e.saturating_add(bytes);
+        let limit = self.compaction_memory();
+        machine_row_bytes(segs.iter().map(|s| &***s)).values().all(|&b| b <= limit)
+    }
+
+    fn compaction_memory(&self) -> u64 {
+        (self.opts.memtable_bytes_max as u64).saturating_mul(COMPACTION_MEMORY_FACTOR)
+    }
+
+    /// The machines of a compaction (sorted) in groups merged and encoded side by side: at
+    /// most one per core, and together within the memory bound (a machine alone may use all
+    /// of it).
+    fn compaction_groups(&self, inputs: &[Arc<Segment>]) -> Vec<Vec<Arc<str>>> {
+        let need = machine_row_bytes(inputs.iter().map(|s| &**s));
+        let (limit, k) = (self.compaction_memory(), crate::cores());
+        let mut names: Vec<Arc<str>> =
+            inputs.iter().flat_map(|s| s.index.machines.iter().map(|m| m.name.clone())).collect();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.dedup();
+        let mut groups: Vec<Vec<Arc<str>>> = Vec::new();
+        let mut used = 0u64;
+        for n in names {
+            let b = need.get(&*n).copied().unwrap_or(0);
+            match groups.last_mut() {
+                Some(g) if g.len() < k && used.saturating_add(b) <= limit => {
+                    used = used.saturating_add(b);
+                    g.push(n);
+                }
+                _ => {
+                    used = b;
+                    groups.push(vec![n]);
+                }
             }
         }
-        need.values().all(|&b| b <= limit)
+        groups
     }
 
     /// Merges every segment of a partition into one (newest value wins, deletes applied,
@@ -1318,14 +1356,11 @@ impl Inner {
         if job.drop_only {
             return self.publish(Vec::new(), &removed, None, 0);
         }
-        let mut names: Vec<Arc<str>> =
-            inputs.iter().flat_map(|s| s.index.machines.iter().map(|m| m.name.clone())).collect();
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        names.dedup();
+        let groups = self.compaction_groups(&inputs);
         let floor = self.ts_floor();
         let tombs = v.tombstones.clone();
         let range = TimeRange { start: floor, end: i64::MAX };
-        let machines = names.into_iter().map(|name| {
+        let read = |name: Arc<str>| -> Result<segment::writer::MachineData> {
             // Compaction is optional work: a closing database does not wait for the rest of
             // it (the partial file is removed; the inputs stay live).
             if self.shutdown.load(Ordering::SeqCst)
@@ -1360,13 +1395,27 @@ impl Inner {
             }
             rows.drop_empty_rows();
             Ok(segment::writer::MachineData::new(name.clone(), &schema, rows))
-        });
+        };
         let block_rows = self.opts.compaction_block_rows;
-        let machines = machines.filter_map(|m| match m {
+        let work = |name: Arc<str>| match read(name) {
             Ok(m) if m.fields.is_empty() => None,
             Ok(m) => Some(Ok(segment::writer::encode_machine(&m, block_rows))),
             Err(e) => Some(Err(e)),
-        });
+        };
+        // Machines are read, merged and encoded a group at a time (side by side within it),
+        // in order; the builder streams each group into the file as it is done.
+        let machines = groups
+            .iter()
+            .flat_map(|group| -> Vec<Option<Result<segment::writer::EncodedMachine>>> {
+                if group.len() == 1 {
+                    return vec![work(group[0].clone())];
+                }
+                std::thread::scope(|s| {
+                    let hs: Vec<_> = group.iter().map(|n| s.spawn(|| work(n.clone()))).collect();
+                    hs.into_iter().map(|h| h.join().expect("compaction worker panicked")).collect()
+                })
+            })
+            .flatten();
         let min_seq = inputs.iter().map(|s| s.index.min_seq).min().unwrap_or(0);
         let max_seq = inputs.iter().map(|s| s.index.max_seq).max().unwrap_or(0);
         // Every delete known now is applied by the reads above.
