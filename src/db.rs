@@ -1,9 +1,9 @@
 //! `Db`: open → recover → write / read / flush / close.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -59,9 +59,31 @@ pub(crate) struct Version {
     pub(crate) tombstones: Arc<Vec<Arc<Tombstone>>>,
     /// The last value of every (machine, field) in `segments`, built on first use.
     pub(crate) tails: Arc<TailCache>,
+    /// Where each machine is in `segments`, built on first use; shared by versions with the
+    /// same segments.
+    pub(crate) by_machine: Arc<OnceLock<MachineSegments>>,
 }
 
+/// Per machine id, its entries in a version's segments: (position in `segments`, position in
+/// that segment's machine index), in `segments` order. A query finds a machine's segments
+/// with one hash lookup instead of a binary search by name in every segment's index (which,
+/// with many partitions, was most of a statistics-only fleet query).
+pub(crate) type MachineSegments = HashMap<Arc<str>, Vec<(u32, u32)>>;
+
 impl Version {
+    /// See [`Version::by_machine`].
+    pub(crate) fn machine_segments(&self) -> &MachineSegments {
+        self.by_machine.get_or_init(|| {
+            let mut map: MachineSegments = HashMap::new();
+            for (s, seg) in self.segments.iter().enumerate() {
+                for (i, mi) in seg.index.machines.iter().enumerate() {
+                    map.entry(mi.name.clone()).or_default().push((s as u32, i as u32));
+                }
+            }
+            map
+        })
+    }
+
     pub(crate) fn memtable_bytes(&self) -> usize {
         self.active.bytes() + self.frozen.iter().map(|m| m.bytes()).sum::<usize>()
     }
@@ -304,6 +326,7 @@ impl Db {
             segments,
             tombstones: Arc::new(tombstones),
             tails: Arc::default(),
+            by_machine: Arc::default(),
         };
         let inner = Arc::new(Inner {
             dir,
@@ -1227,6 +1250,7 @@ impl Inner {
                 segments,
                 tombstones: Arc::new(all),
                 tails,
+                by_machine: Arc::default(),
                 ..Version::clone(&v)
             });
         }

@@ -24,7 +24,7 @@ use crate::segment::{MachineIndex, Segment};
 use crate::stats::{Stats, less, merge_after, summarize, summarize_masked};
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
-use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines};
+use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines, values_at_least};
 use super::{Machines, Values};
 
 /// Most buckets one downsample query may return (over all its series). Asking for more is
@@ -319,7 +319,10 @@ impl<'a> Downsample<'a> {
                 .collect();
             Ok((series, counters))
         };
-        let per_machine = run_parallel(&machines, self.max_buckets, run_one)?;
+        let big = machines.len() >= PARALLEL_QUERY_MIN_MACHINES
+            || values_at_least(&snap, &machines, range, PARALLEL_QUERY_MIN_VALUES);
+        let threads = if big { crate::cores() } else { 1 };
+        let per_machine = run_parallel(&machines, threads, self.max_buckets, run_one)?;
         let mut out = Downsampled { series: Vec::new(), counters: QueryCounters::default() };
         for (series, c) in per_machine {
             out.series.extend(series);
@@ -329,33 +332,42 @@ impl<'a> Downsample<'a> {
     }
 }
 
-/// Runs `f` for every machine, on up to as many threads as there are cores when there are
-/// several machines; results come back in machine order. The threads share one bucket budget.
+/// A fleet query runs on several threads only when the machines' segments hold at least this
+/// many values in the range (statistics may answer most of them, but the blocks still have to
+/// be visited), or when it covers [`PARALLEL_QUERY_MIN_MACHINES`] machines (their data may all
+/// be in memtables): below both, starting threads costs more than it saves.
+pub(crate) const PARALLEL_QUERY_MIN_VALUES: u64 = 1 << 18;
+
+/// See [`PARALLEL_QUERY_MIN_VALUES`].
+pub(crate) const PARALLEL_QUERY_MIN_MACHINES: usize = 64;
+
+/// Runs `f` for every machine, on up to `threads` threads (the calling one included);
+/// results come back in machine order. The threads share one bucket budget.
 pub(crate) fn run_parallel<T: Send>(
     machines: &[MachineIdx],
+    threads: usize,
     buckets_max: usize,
     f: impl Fn(MachineIdx, &AtomicUsize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let budget = AtomicUsize::new(buckets_max);
-    let threads = crate::cores().min(machines.len()).max(1);
+    let threads = threads.min(machines.len()).max(1);
     if threads == 1 {
         return machines.iter().map(|&m| f(m, &budget)).collect();
     }
-    // Interleave machines over threads so expensive neighbours spread out.
+    // Interleave machines over threads so expensive neighbours spread out; this thread takes
+    // the first share.
+    let share = |t: usize| -> Result<Vec<(usize, T)>> {
+        let mut out = Vec::new();
+        for (i, &m) in machines.iter().enumerate().skip(t).step_by(threads) {
+            out.push((i, f(m, &budget)?));
+        }
+        Ok(out)
+    };
     let results: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (f, budget) = (&f, &budget);
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    for (i, &m) in machines.iter().enumerate().skip(t).step_by(threads) {
-                        out.push((i, f(m, budget)?));
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("query worker panicked")).collect()
+        let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || share(t))).collect();
+        let mut results = vec![share(0)];
+        results.extend(handles.into_iter().map(|h| h.join().expect("query worker panicked")));
+        results
     });
     let mut all: Vec<(usize, T)> = Vec::with_capacity(machines.len());
     for r in results {

@@ -149,14 +149,16 @@ pub(crate) fn machine_segments<'s>(
     name: &str,
     range: TimeRange,
 ) -> impl Iterator<Item = (&'s Segment, &'s MachineIndex)> + 's {
-    let name = name.to_string();
-    snap.version.segments.iter().filter_map(move |seg| {
+    let v = &*snap.version;
+    let entries: &'s [(u32, u32)] = v.machine_segments().get(name).map_or(&[], |e| &e[..]);
+    entries.iter().filter_map(move |&(s, i)| {
+        let seg = &v.segments[s as usize];
         let p = seg.index.partition_start;
         let end = p.saturating_add(seg.index.partition_width);
         if p >= range.end || end <= range.start {
             return None;
         }
-        let mi = seg.machine(&name)?;
+        let mi = &seg.index.machines[i as usize];
         range.overlaps(mi.ts_min, mi.ts_max).then_some((&**seg, mi))
     })
 }
@@ -476,7 +478,12 @@ impl Iterator for ScanIter {
 
 /// True when the selected machines' segments hold at least `limit` values in blocks
 /// overlapping `range` (stops counting there).
-fn values_at_least(snap: &Snapshot, machines: &[MachineIdx], range: TimeRange, limit: u64) -> bool {
+pub(crate) fn values_at_least(
+    snap: &Snapshot,
+    machines: &[MachineIdx],
+    range: TimeRange,
+    limit: u64,
+) -> bool {
     let mut total = 0u64;
     for &m in machines {
         let name = &snap.catalog.entry(m).name;
