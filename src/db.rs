@@ -65,9 +65,10 @@ pub(crate) struct Version {
 }
 
 /// Per machine id, its entries in a version's segments: (position in `segments`, position in
-/// that segment's machine index), in `segments` order. A query finds a machine's segments
-/// with one hash lookup instead of a binary search by name in every segment's index (which,
-/// with many partitions, was most of a statistics-only fleet query).
+/// that segment's machine index), in `segments` order. A fleet query builds it (see
+/// `query::scan::prepare_fleet`) and then finds each machine's segments with one hash lookup
+/// instead of a binary search by name in every segment's index (which, with many
+/// partitions, was most of a statistics-only fleet query).
 pub(crate) type MachineSegments = HashMap<Arc<str>, Vec<(u32, u32)>>;
 
 impl Version {

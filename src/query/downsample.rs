@@ -24,7 +24,9 @@ use crate::segment::{MachineIndex, Segment};
 use crate::stats::{Stats, less, merge_after, summarize, summarize_masked};
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
-use super::scan::{machine_segments, read_memtables, resolve_fields, resolve_machines, values_at_least};
+use super::scan::{
+    machine_segments, prepare_fleet, read_memtables, resolve_fields, resolve_machines, values_at_least,
+};
 use super::{Machines, Values};
 
 /// Most buckets one downsample query may return (over all its series). Asking for more is
@@ -319,6 +321,7 @@ impl<'a> Downsample<'a> {
                 .collect();
             Ok((series, counters))
         };
+        prepare_fleet(&snap, machines.len());
         let big = machines.len() >= PARALLEL_QUERY_MIN_MACHINES
             || values_at_least(&snap, &machines, range, PARALLEL_QUERY_MIN_VALUES);
         let threads = if big { crate::cores() } else { 1 };

@@ -143,24 +143,52 @@ pub(crate) fn select_fields(e: &MachineEntry, fields: Option<&[String]>, out: &m
 }
 
 /// Segments of the snapshot whose partition overlaps `range`, with the machine's entry, in
-/// precedence order (by partition, then oldest to newest).
+/// precedence order (by partition, then oldest to newest). Through the version's machine map
+/// once a fleet query has built it (see [`prepare_fleet`]); else by a search of each
+/// segment's index, so that a query of a few machines never pays for mapping the whole fleet
+/// after a flush.
 pub(crate) fn machine_segments<'s>(
     snap: &'s Snapshot,
     name: &str,
     range: TimeRange,
-) -> impl Iterator<Item = (&'s Segment, &'s MachineIndex)> + 's {
+) -> std::vec::IntoIter<(&'s Segment, &'s MachineIndex)> {
     let v = &*snap.version;
-    let entries: &'s [(u32, u32)] = v.machine_segments().get(name).map_or(&[], |e| &e[..]);
-    entries.iter().filter_map(move |&(s, i)| {
-        let seg = &v.segments[s as usize];
+    let overlaps = |seg: &Segment| {
         let p = seg.index.partition_start;
-        let end = p.saturating_add(seg.index.partition_width);
-        if p >= range.end || end <= range.start {
-            return None;
+        p < range.end && p.saturating_add(seg.index.partition_width) > range.start
+    };
+    let mut out = Vec::new();
+    match v.by_machine.get() {
+        Some(map) => {
+            for &(s, i) in map.get(name).map_or(&[][..], |e| &e[..]) {
+                let seg = &v.segments[s as usize];
+                let mi = &seg.index.machines[i as usize];
+                if overlaps(seg) && range.overlaps(mi.ts_min, mi.ts_max) {
+                    out.push((&**seg, mi));
+                }
+            }
         }
-        let mi = &seg.index.machines[i as usize];
-        range.overlaps(mi.ts_min, mi.ts_max).then_some((&**seg, mi))
-    })
+        None => {
+            for seg in &v.segments {
+                if overlaps(seg)
+                    && let Some(mi) = seg.machine(name)
+                    && range.overlaps(mi.ts_min, mi.ts_max)
+                {
+                    out.push((&**seg, mi));
+                }
+            }
+        }
+    }
+    out.into_iter()
+}
+
+/// Before a query of `selected` machines: when that is a large share of the fleet, builds
+/// the version's machine map (one pass over every segment's index, shared by later queries
+/// until the segments change), which turns each machine's segment search into one lookup.
+pub(crate) fn prepare_fleet(snap: &Snapshot, selected: usize) {
+    if selected > 1 && selected * 4 >= snap.catalog.len() {
+        snap.version.machine_segments();
+    }
 }
 
 /// A machine's rows in `range` from the memtables of the snapshot, merged (newer wins).
@@ -414,6 +442,7 @@ pub struct ScanIter {
 
 impl ScanIter {
     fn new(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> ScanIter {
+        prepare_fleet(&ctx.snap, machines.len());
         let cores = crate::cores();
         let parallel = cores > 1
             && machines.len() > 1
