@@ -156,7 +156,7 @@ pub(crate) fn encode_f64_hinted(values: &[f64], hint: &mut Option<Hint>, out: &m
     let at = out.len();
     finish_chunk(&best, n, out);
     let (tag, byte, plan) = best_plan;
-    *hint = Some(Hint::new((tag, byte), plan, out.len() - at, n));
+    *hint = Hint::new((tag, byte), plan, out.len() - at, n);
 }
 
 /// Scales worth a full trial (by an estimate on a sample) and the share of sampled values that

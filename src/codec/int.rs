@@ -76,7 +76,7 @@ pub(crate) fn encode_i64_hinted(values: &[i64], hint: &mut Option<Hint>, out: &m
     let plan = search(values, 0, &mut plain);
     let at = out.len();
     finish_chunk(&plain, n, out);
-    *hint = Some(Hint::new((TAG_I64, 0), plan, out.len() - at, n));
+    *hint = Hint::new((TAG_I64, 0), plan, out.len() - at, n);
 }
 
 /// Decodes an integer chunk of `n` values into `out` (cleared first).
@@ -1596,6 +1596,16 @@ mod tests {
         let h = hint.as_ref().unwrap();
         assert_eq!(h.left, HINT_REUSE);
         assert!(!matches!(h.plan, Plan::Delta(_)), "{:?}", h.plan);
+        // A short searched chunk leaves no hint: the next one is searched too.
+        let mut hint = None;
+        encode_i64_hinted(&walk[..100], &mut hint, &mut buf);
+        assert!(hint.is_none());
+        buf.clear();
+        encode_i64_hinted(&walk[..4096], &mut hint, &mut buf);
+        let mut alone = Vec::new();
+        encode_i64(&walk[..4096], &mut alone);
+        assert_eq!(buf, alone);
+        assert_eq!(hint.as_ref().unwrap().left, HINT_REUSE);
     }
 
     #[test]

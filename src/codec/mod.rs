@@ -107,10 +107,15 @@ pub(crate) struct Hint {
 /// Chunks encoded from one hint before the next search.
 pub(crate) const HINT_REUSE: u32 = 8;
 
+/// Fewest values of a searched chunk that leaves a hint: a short chunk's bytes per value are
+/// mostly its headers, a baseline loose enough to let poor plans through.
+pub(crate) const HINT_MIN_VALUES: usize = 256;
+
 impl Hint {
-    /// The hint of a searched chunk of `len` bytes (as written) and `n` values.
-    pub(crate) fn new(head: (u8, u8), plan: int::Plan, len: usize, n: usize) -> Hint {
-        Hint { head, plan, rate: len as f64 / n.max(1) as f64, left: HINT_REUSE }
+    /// The hint of a searched chunk of `len` bytes (as written) and `n` values; `None` for a
+    /// chunk under [`HINT_MIN_VALUES`] values.
+    pub(crate) fn new(head: (u8, u8), plan: int::Plan, len: usize, n: usize) -> Option<Hint> {
+        (n >= HINT_MIN_VALUES).then(|| Hint { head, plan, rate: len as f64 / n as f64, left: HINT_REUSE })
     }
 
     /// Whether a planned chunk of `len` bytes for `n` values is close enough to the search.
