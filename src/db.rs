@@ -978,38 +978,26 @@ impl Inner {
             drop(machines);
             self.build_segment(p, seqs, encoded.into_iter().map(Ok))
         };
-        let results: Vec<Result<Option<Unsynced>>> = if workers == 1 {
-            // Stop at the first failure.
-            let mut out = Vec::new();
-            for part in parts {
+        // Each worker takes the next partition until none is left or one has failed.
+        let queue = Mutex::new(parts.into_iter());
+        let failed = AtomicBool::new(false);
+        let worker = || {
+            let mut mine = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let Some(part) = queue.lock().next() else { break };
                 let r = build(part);
-                let failed = r.is_err();
-                out.push(r);
-                if failed {
-                    break;
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
                 }
+                mine.push(r);
             }
-            out
+            mine
+        };
+        let results: Vec<Result<Option<Unsynced>>> = if workers == 1 {
+            worker()
         } else {
-            let queue = Mutex::new(parts.into_iter());
-            let failed = AtomicBool::new(false);
             std::thread::scope(|s| {
-                let hs: Vec<_> = (0..workers)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut mine = Vec::new();
-                            while !failed.load(Ordering::Relaxed) {
-                                let Some(part) = queue.lock().next() else { break };
-                                let r = build(part);
-                                if r.is_err() {
-                                    failed.store(true, Ordering::Relaxed);
-                                }
-                                mine.push(r);
-                            }
-                            mine
-                        })
-                    })
-                    .collect();
+                let hs: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
                 hs.into_iter().flat_map(|h| h.join().expect("flush worker panicked")).collect()
             })
         };

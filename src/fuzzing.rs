@@ -164,25 +164,24 @@ pub fn codec_round_trip(data: &[u8]) {
 /// Encodes consecutive chunks of one float series the way the segment writer does: each
 /// chunk from the plan of the last searched one where that plan holds.
 pub fn encode_f64_series<'a>(chunks: impl IntoIterator<Item = &'a [f64]>) -> Vec<Vec<u8>> {
-    let mut hint = None;
-    chunks
-        .into_iter()
-        .map(|c| {
-            let mut buf = Vec::new();
-            crate::codec::encode_f64_hinted(c, &mut hint, &mut buf);
-            buf
-        })
-        .collect()
+    encode_series(chunks, crate::codec::encode_f64_hinted)
 }
 
 /// [`encode_f64_series`] for integers.
 pub fn encode_i64_series<'a>(chunks: impl IntoIterator<Item = &'a [i64]>) -> Vec<Vec<u8>> {
+    encode_series(chunks, crate::codec::encode_i64_hinted)
+}
+
+fn encode_series<'a, T: 'a>(
+    chunks: impl IntoIterator<Item = &'a [T]>,
+    encode: fn(&[T], &mut Option<crate::codec::Hint>, &mut Vec<u8>),
+) -> Vec<Vec<u8>> {
     let mut hint = None;
     chunks
         .into_iter()
         .map(|c| {
             let mut buf = Vec::new();
-            crate::codec::encode_i64_hinted(c, &mut hint, &mut buf);
+            encode(c, &mut hint, &mut buf);
             buf
         })
         .collect()

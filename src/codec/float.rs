@@ -14,7 +14,9 @@
 //! the full difference and round-trip as well.
 
 use super::bitpack::bit_width;
-use super::int::{Plan, Sink, decode_stream, encode_planned, encode_stream, read_exceptions, search};
+use super::int::{
+    Plan, Sink, decode_stream, encode_planned, encode_stream, read_exceptions, search, sub_stream,
+};
 use super::{
     DecodeError, Desc, Hint, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note,
     put_varint, read_header, unwrap_chunk, zigzag,
@@ -308,13 +310,7 @@ fn encode_scaled(values: &[f64], scale: Scale, plan: Option<&Plan>, out: &mut Ve
     put_varint(out, n as u64);
     out.push(scale.byte());
     put_varint(out, exc_pos.len() as u64);
-    let plan = match plan {
-        Some(p) => {
-            encode_planned(&digits, p, 0, out);
-            p.clone()
-        }
-        None => search(&digits, 0, out),
-    };
+    let plan = sub_stream(&digits, 0, plan, out);
     if !exc_pos.is_empty() {
         encode_stream(&exc_pos, 1, out);
         encode_stream(&exc_diff, 1, out);

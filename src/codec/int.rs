@@ -704,17 +704,11 @@ fn encode_delta(v: &[i64], depth: u32, plan: Option<&Plan>, out: &mut Vec<u8>) -
     let deltas: Vec<i64> = v.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     out.push(S_DELTA);
     put_zigzag(out, v[0]);
-    match plan {
-        Some(p) => {
-            encode_planned(&deltas, p, depth + 1, out);
-            Plan::Delta(Box::new(p.clone()))
-        }
-        None => Plan::Delta(Box::new(search(&deltas, depth + 1, out))),
-    }
+    Plan::Delta(Box::new(sub_stream(&deltas, depth + 1, plan, out)))
 }
 
-/// A nested stream, searched or encoded as planned; returns its plan.
-fn sub_stream(v: &[i64], depth: u32, plan: Option<&Plan>, out: &mut Vec<u8>) -> Plan {
+/// A stream searched (no plan) or encoded as planned; returns its plan.
+pub(crate) fn sub_stream(v: &[i64], depth: u32, plan: Option<&Plan>, out: &mut Vec<u8>) -> Plan {
     match plan {
         Some(p) => {
             encode_planned(v, p, depth, out);
