@@ -169,7 +169,9 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
     pub(crate) fs: Arc<dyn FileSystem>,
-    wal: WalWriter,
+    wal: Arc<WalWriter>,
+    /// The thread removing flushed log files, if one was started (see [`Inner::remove_logs`]).
+    log_removal: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Catalog snapshots are cheap to share with queries: replaced on change.
     catalog: RwLock<Arc<Catalog>>,
     version: Mutex<Arc<Version>>,
@@ -332,7 +334,8 @@ impl Db {
         let inner = Arc::new(Inner {
             dir,
             fs,
-            wal,
+            wal: Arc::new(wal),
+            log_removal: Mutex::new(None),
             catalog: RwLock::new(Arc::new(catalog)),
             version: Mutex::new(Arc::new(version)),
             next_segment_id: AtomicU64::new(manifest.next_segment_id.max(1)),
@@ -543,6 +546,7 @@ impl Db {
         self.inner.wait_flushed(target)?;
         // Log files closed with nothing unflushed in them (e.g. by a flush with nothing new).
         let flushed = self.inner.manifest.lock().flushed_seq;
+        self.inner.join_log_removal()?;
         self.inner.wal.remove_flushed(flushed)
     }
 
@@ -594,6 +598,8 @@ impl Db {
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
+        // A failed removal leaves flushed log files, which the next open removes.
+        let _ = self.inner.join_log_removal();
         self.inner.wal.sync()
     }
 
@@ -1243,15 +1249,16 @@ impl Inner {
                 ..Version::clone(&v)
             });
         }
+        // Log files are handed over before the manifest lock is released, so that `Db::flush`,
+        // once it sees `flushed_seq`, finds their removal started.
+        let logs = if flushed_seq > m_before { self.remove_logs(flushed_seq) } else { Ok(()) };
         drop(m);
         // Replaced files go once the manifest no longer names them. Queries still holding them
         // keep their mappings; a file left behind by a failure here is removed at next open.
         for id in removed {
             let _ = self.fs.remove(&self.dir.join(segment::file_name(*id)));
         }
-        if flushed_seq > m_before {
-            self.wal.remove_flushed(flushed_seq)?;
-        }
+        logs?;
         Ok(())
     }
 
@@ -1445,6 +1452,34 @@ impl Inner {
         self.publish(made.into_iter().collect(), &removed, None, 0)
     }
 
+    /// Removes the log files whose records are all flushed up to `flushed_seq`. Unlinking a
+    /// large file takes tens of milliseconds (the kernel drops its cached pages and frees its
+    /// extents), time in which the flush thread would hold the next flush back; files of at
+    /// least [`BACKGROUND_REMOVAL_BYTES`] together are removed on a thread of their own. Waits
+    /// for the previous such thread first and returns its error, if it had one (the files it
+    /// could not remove are retried by the next call).
+    fn remove_logs(&self, flushed_seq: u64) -> Result<()> {
+        let previous = self.join_log_removal();
+        let victims = self.wal.take_flushed(flushed_seq);
+        if victims.iter().map(|f| f.bytes).sum::<u64>() < BACKGROUND_REMOVAL_BYTES {
+            return previous.and(self.wal.remove_files(victims));
+        }
+        let (wal, files) = (self.wal.clone(), victims.clone());
+        match std::thread::Builder::new().name("gemba-unlink".into()).spawn(move || wal.remove_files(files)) {
+            Ok(h) => *self.log_removal.lock() = Some(h),
+            Err(_) => return previous.and(self.wal.remove_files(victims)),
+        }
+        previous
+    }
+
+    /// Waits for the log removal thread, if one is running, and returns its result.
+    fn join_log_removal(&self) -> Result<()> {
+        let Some(h) = self.log_removal.lock().take() else { return Ok(()) };
+        h.join().unwrap_or_else(|_| {
+            Err(Error::io("remove log", &self.dir, std::io::Error::other("log removal thread panicked")))
+        })
+    }
+
     /// Replaces the manifest atomically. A failure before the rename leaves the old one in
     /// place (an error to retry); a failure after it leaves the durable state unknown, which
     /// poisons the database.
@@ -1489,6 +1524,10 @@ impl Inner {
         }
     }
 }
+
+/// Flushed log files of at least this many bytes together are removed on a thread of their
+/// own (see [`Inner::remove_logs`]); smaller ones right away.
+const BACKGROUND_REMOVAL_BYTES: u64 = 4 << 20;
 
 /// A compaction may hold this many times `Options::memtable_bytes_max` of one machine's
 /// decoded rows (see `Inner::compaction_fits`).

@@ -698,3 +698,49 @@ fn flushes_leave_no_covered_log_file_behind() {
     assert_eq!(logs.len(), 1, "after 11 flushes of one batch, {} log files remain: {logs:?}", logs.len());
     drop(db);
 }
+
+/// Flushed log files of several megabytes are removed on a thread of their own (unlinking them
+/// takes tens of milliseconds the flush thread would otherwise spend); `Db::flush` still
+/// returns only once they are gone, and a reopen finds every row.
+#[test]
+fn large_flushed_logs_are_gone_when_flush_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: SyncPolicy::Os,
+        memtable_bytes_max: 256 << 20,
+        wal_file_bytes_max: 1 << 20,
+        ..Options::default()
+    };
+    let logs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("wal-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let (rows, per_batch) = (600_000i64, 20_000i64);
+    for round in 0..2 {
+        for b in 0..rows / per_batch / 2 {
+            let start = (round * rows / 2) + b * per_batch;
+            let ts: Vec<i64> = (start..start + per_batch).collect();
+            let v: Vec<f64> = ts.iter().map(|&t| (t as f64 * 0.37).sin()).collect();
+            let mut batch = WriteBatch::new();
+            batch.columns("m", &ts, [("a", gemba::Col::f64(&v)), ("b", gemba::Col::f64(&v))]).unwrap();
+            db.write(&batch).unwrap();
+        }
+        let before = logs();
+        assert!(before.len() >= 5, "{before:?}");
+        db.flush().unwrap();
+        let after = logs();
+        assert_eq!(after.len(), 1, "round {round}: log files left after flush: {after:?}");
+        assert!(!before.contains(&after[0]), "{after:?} was written before the flush");
+    }
+    db.close().unwrap();
+    let db = Db::open(dir.path(), opts).unwrap();
+    let ts: Vec<i64> = db.scan("m", ..).collect().unwrap().into_iter().flat_map(|b| b.ts).collect();
+    assert_eq!(ts, (0..rows).collect::<Vec<_>>());
+    db.close().unwrap();
+}

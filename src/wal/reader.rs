@@ -59,6 +59,8 @@ pub struct SkippedRange {
 pub(crate) struct LogFile {
     pub(crate) number: u64,
     pub(crate) max_seq: u64,
+    /// Its length in bytes (when last seen).
+    pub(crate) bytes: u64,
 }
 
 /// The log files in `dir`, sorted by number.
@@ -92,7 +94,7 @@ pub(crate) fn recover(
     while i < contents.len() {
         let (number, path) = &contents[i];
         let bytes = fs.read(path).map_err(|e| Error::io("read log", path, e))?;
-        let mut file = LogFile { number: *number, max_seq: 0 };
+        let mut file = LogFile { number: *number, max_seq: 0, bytes: bytes.len() as u64 };
         match format::check_header(&bytes, *number) {
             HeaderCheck::Ok => {}
             HeaderCheck::FutureVersion(v) => {

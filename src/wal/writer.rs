@@ -198,25 +198,33 @@ impl WalWriter {
     /// (they are all in segment files). Removal need not be durable: a file that comes back
     /// after a crash only holds records that recovery skips as already flushed.
     pub(crate) fn remove_flushed(&self, flushed_seq: u64) -> Result<()> {
-        let victims: Vec<LogFile> = {
-            let mut st = self.st.lock();
-            let (gone, keep) = st.closed.iter().partition(|f| f.max_seq <= flushed_seq);
-            st.closed = keep;
-            gone
-        };
-        let mut result = Ok(());
+        self.remove_files(self.take_flushed(flushed_seq))
+    }
+
+    /// Takes the closed log files whose records are all flushed out of the log's list, for
+    /// [`WalWriter::remove_files`].
+    pub(crate) fn take_flushed(&self, flushed_seq: u64) -> Vec<LogFile> {
+        let mut st = self.st.lock();
+        let (gone, keep) = st.closed.iter().partition(|f| f.max_seq <= flushed_seq);
+        st.closed = keep;
+        gone
+    }
+
+    /// Removes log files taken by [`WalWriter::take_flushed`]. On failure the files not
+    /// removed go back to the list, so that a later call retries them.
+    pub(crate) fn remove_files(&self, victims: Vec<LogFile>) -> Result<()> {
         for (k, v) in victims.iter().enumerate() {
             let path = self.dir.join(super::file_name(v.number));
             if let Err(e) = self.fs.remove(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                // Keep the ones not removed for a later attempt.
-                self.st.lock().closed.splice(0..0, victims[k..].iter().copied());
-                result = Err(Error::io("remove log", path, e));
-                break;
+                let mut st = self.st.lock();
+                st.closed.splice(0..0, victims[k..].iter().copied());
+                st.closed.sort_by_key(|f| f.number);
+                return Err(Error::io("remove log", path, e));
             }
         }
-        result
+        Ok(())
     }
 
     /// Why the log is poisoned, if it is.
@@ -266,7 +274,7 @@ impl WalWriter {
                 match create_file(self.fs.as_ref(), &self.dir, next_number) {
                     Ok(new) => {
                         let old = std::mem::replace(&mut active, new);
-                        rotated = Some(LogFile { number: old.number, max_seq: old.max_seq });
+                        rotated = Some(LogFile { number: old.number, max_seq: old.max_seq, bytes: old.len });
                     }
                     Err(_) => {
                         // Keep writing to the old file; a later round retries.
