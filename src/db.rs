@@ -199,8 +199,15 @@ pub(crate) struct Inner {
     /// Held by a write that registers new machines or fields, from registration to its log
     /// write's outcome.
     registering: Mutex<()>,
-    /// Held while flushing or compacting: one change of the live segments at a time.
-    work: Mutex<()>,
+    /// Held while a memtable is flushed (by the flush thread) or the flushed sequence number is
+    /// raised without one (`wait_flushed`).
+    flushing: Mutex<()>,
+    /// Held while compacting (the compaction thread, `Db::compact`): one compaction at a time.
+    /// A flush may run beside it: it only adds segments newer than every compaction input, and
+    /// `publish` applies changes of the live segments one at a time (under the manifest lock).
+    compacting: Mutex<()>,
+    /// Background compactions that failed (each is retried after a pause).
+    stats_compaction_errors: AtomicU64,
     /// The newest timestamp written (for retention); `i64::MIN` when empty.
     max_ts: AtomicI64,
     stats_bytes_flushed: AtomicU64,
@@ -351,7 +358,9 @@ impl Db {
             bg_done: Condvar::new(),
             poisoned: Mutex::new(None),
             registering: Mutex::new(()),
-            work: Mutex::new(()),
+            flushing: Mutex::new(()),
+            compacting: Mutex::new(()),
+            stats_compaction_errors: AtomicU64::new(0),
             max_ts: AtomicI64::new(max_ts),
             stats_bytes_flushed: AtomicU64::new(0),
             stats_bytes_compacted: AtomicU64::new(0),
@@ -362,6 +371,8 @@ impl Db {
         let db = Db { inner, threads: Mutex::new(Vec::new()), closed: AtomicBool::new(false) };
         let inner = db.inner.clone();
         db.spawn("gemba-flush", move || inner.flush_loop())?;
+        let inner = db.inner.clone();
+        db.spawn("gemba-compact", move || inner.compaction_loop())?;
         if let SyncPolicy::Periodic(interval) = db.inner.opts.sync {
             let inner = db.inner.clone();
             db.spawn("gemba-sync", move || inner.sync_loop(interval))?;
@@ -568,7 +579,7 @@ impl Db {
         self.flush()?;
         loop {
             inner.check_open()?;
-            let _work = inner.work.lock();
+            let _compacting = inner.compacting.lock();
             let v = inner.version.lock().clone();
             match inner.compaction_candidate(&v, true) {
                 Some(job) => inner.run_compaction(job)?,
@@ -633,6 +644,7 @@ impl Db {
             bytes_flushed: i.stats_bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: i.stats_bytes_compacted.load(Ordering::Relaxed),
             compactions: i.stats_compactions.load(Ordering::Relaxed),
+            compaction_errors: i.stats_compaction_errors.load(Ordering::Relaxed),
             tombstones: v.tombstones.len(),
             segments: v.segments.len(),
             segment_bytes: v.segments.iter().map(|s| s.file_len()).sum(),
@@ -663,6 +675,9 @@ pub struct DbStats {
     pub bytes_compacted: u64,
     /// Compactions run since open.
     pub compactions: u64,
+    /// Background compactions that failed since open (each one's inputs stay live, and it is
+    /// retried after a pause).
+    pub compaction_errors: u64,
     /// Live deletes (tombstones) still kept.
     pub tombstones: usize,
 }
@@ -848,7 +863,7 @@ impl Inner {
             if !pending {
                 drop(bg);
                 {
-                    let _work = self.work.lock();
+                    let _flushing = self.flushing.lock();
                     if self.manifest.lock().flushed_seq < seq {
                         self.publish(Vec::new(), &[], None, seq)?;
                     }
@@ -865,42 +880,31 @@ impl Inner {
         }
     }
 
+    /// The flush thread: flushes frozen memtables, oldest first. It never waits for a
+    /// compaction (those run on their own thread), so writers meet backpressure only when
+    /// flushing itself falls behind.
     fn flush_loop(&self) {
         loop {
-            // Wait for work: a frozen memtable, or a compaction the policy asks for.
-            let next = {
+            let mt = {
                 let mut bg = self.bg.lock();
                 loop {
                     if self.shutdown.load(Ordering::SeqCst) {
                         return;
                     }
-                    let v = self.version.lock().clone();
-                    if let Some(m) = v.frozen.first() {
-                        break Some(m.clone());
-                    }
-                    if bg.error.is_none() && self.compaction_candidate(&v, false).is_some() {
-                        break None;
+                    if let Some(m) = self.version.lock().frozen.first().cloned() {
+                        break m;
                     }
                     self.bg_work.wait(&mut bg);
                 }
             };
             let result = {
-                let _work = self.work.lock();
-                match &next {
-                    Some(mt) => self.flush_memtable(mt),
-                    None => {
-                        let v = self.version.lock().clone();
-                        match self.compaction_candidate(&v, false) {
-                            Some(job) => self.run_compaction(job),
-                            None => Ok(()),
-                        }
-                    }
-                }
+                let _flushing = self.flushing.lock();
+                self.flush_memtable(&mt)
             };
+            drop(mt);
             let mut bg = self.bg.lock();
             match result {
                 Ok(()) => bg.error = None,
-                // a compaction that gave way to `close` (the loop ends at its top)
                 Err(Error::Closed) if self.shutdown.load(Ordering::SeqCst) => bg.error = None,
                 Err(e) => {
                     let kind = match &e {
@@ -912,6 +916,8 @@ impl Inner {
                 }
             }
             self.bg_done.notify_all();
+            // New segments may make a compaction due.
+            self.bg_work.notify_all();
             if bg.error.is_some() {
                 // Retry after a pause (e.g. until disk space returns), unless shutting down.
                 if self.shutdown.load(Ordering::SeqCst) || self.poisoned.lock().is_some() {
@@ -919,6 +925,49 @@ impl Inner {
                 }
                 self.bg_work.wait_for(&mut bg, Duration::from_millis(200));
                 bg.error = None;
+            }
+        }
+    }
+
+    /// The compaction thread: runs the compactions the policy asks for, one at a time, while
+    /// flushes succeed. A failed compaction leaves its inputs live and is retried after a
+    /// pause; it is counted in [`DbStats::compaction_errors`], and flush callers and writers
+    /// never see it (their data is safe in the inputs).
+    fn compaction_loop(&self) {
+        loop {
+            {
+                let mut bg = self.bg.lock();
+                loop {
+                    if self.shutdown.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let v = self.version.lock().clone();
+                    if bg.error.is_none() && self.compaction_candidate(&v, false).is_some() {
+                        break;
+                    }
+                    self.bg_work.wait(&mut bg);
+                }
+            }
+            let result = {
+                let _compacting = self.compacting.lock();
+                let v = self.version.lock().clone();
+                match self.compaction_candidate(&v, false) {
+                    Some(job) => self.run_compaction(job),
+                    None => Ok(()),
+                }
+            };
+            match result {
+                Ok(()) => {}
+                // gave way to `close` (the loop ends at its top)
+                Err(Error::Closed) if self.shutdown.load(Ordering::SeqCst) => {}
+                Err(_) => {
+                    self.stats_compaction_errors.fetch_add(1, Ordering::Relaxed);
+                    let mut bg = self.bg.lock();
+                    if self.shutdown.load(Ordering::SeqCst) || self.poisoned.lock().is_some() {
+                        return;
+                    }
+                    self.bg_work.wait_for(&mut bg, Duration::from_millis(200));
+                }
             }
         }
     }

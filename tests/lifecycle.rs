@@ -485,3 +485,49 @@ fn tiered_compaction_of_the_newest_partition_keeps_the_newest_write() {
     let db = Db::open(dir.path(), opts()).unwrap();
     check(&db, "after a reopen");
 }
+
+/// Compactions run on their own thread: a flush (and so a writer waiting for memtable space)
+/// never waits behind a running one. A forced compaction of a large partition runs on one
+/// thread while another writes a batch and flushes it; the flush returns, with the batch in a
+/// segment, before the compaction does.
+#[test]
+fn a_flush_does_not_wait_for_a_running_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: SyncPolicy::Os,
+        partition_width: 1 << 40,
+        compaction_trigger: usize::MAX,
+        ..Options::default()
+    };
+    let db = Arc::new(Db::open(dir.path(), opts).unwrap());
+    for k in 0..4 {
+        fill(&db, 40, 25_000, k * 25_000);
+        db.flush().unwrap();
+    }
+    assert_eq!(db.stats().segments, 4);
+    let compaction = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            db.compact().unwrap();
+            std::time::Instant::now()
+        })
+    };
+    // Let the compaction start (it flushes first, then merges 4 M points for a good while).
+    std::thread::sleep(Duration::from_millis(50));
+    let mut b = WriteBatch::new();
+    b.row("late", 1, [("v", Value::F64(1.5))]).unwrap();
+    db.write(&b).unwrap();
+    db.flush().unwrap();
+    let flushed = std::time::Instant::now();
+    assert_eq!(db.stats().frozen_memtables, 0);
+    let compacted = compaction.join().unwrap();
+    assert!(flushed < compacted, "the flush returned {:?} after the compaction", flushed - compacted);
+    // `compact` merged the 4 segments, and then the flushed one with the result (it goes on
+    // until nothing is left to merge).
+    let st = db.stats();
+    assert_eq!((st.segments, st.compaction_errors), (1, 0));
+    let out = db.aggregate(Machines::All, ..).run().unwrap();
+    assert_eq!(out.series.len(), 41);
+    let late = out.series.iter().find(|s| &*s.machine == "late").unwrap();
+    assert_eq!(late.agg(Agg::Count).unwrap().f64(0), 1.0);
+}
