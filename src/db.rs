@@ -208,6 +208,8 @@ pub(crate) struct Inner {
     compacting: Mutex<()>,
     /// Background compactions that failed (each is retried after a pause).
     stats_compaction_errors: AtomicU64,
+    /// Encoder hints carried from one flush to the next.
+    hints: segment::writer::HintCache,
     /// The newest timestamp written (for retention); `i64::MIN` when empty.
     max_ts: AtomicI64,
     stats_bytes_flushed: AtomicU64,
@@ -361,6 +363,7 @@ impl Db {
             flushing: Mutex::new(()),
             compacting: Mutex::new(()),
             stats_compaction_errors: AtomicU64::new(0),
+            hints: segment::writer::HintCache::default(),
             max_ts: AtomicI64::new(max_ts),
             stats_bytes_flushed: AtomicU64::new(0),
             stats_bytes_compacted: AtomicU64::new(0),
@@ -1029,7 +1032,8 @@ impl Inner {
         let inner = (crate::cores() / workers).max(1);
         let seqs = (min_seq, max_seq, applied_seq);
         let build = |(p, machines): (i64, Vec<segment::writer::MachineData>)| {
-            let encoded = segment::writer::encode_all(&machines, self.opts.block_rows, inner);
+            let encoded =
+                segment::writer::encode_all(&machines, self.opts.block_rows, inner, Some(&self.hints));
             drop(machines);
             self.build_segment(p, seqs, encoded.into_iter().map(Ok))
         };
@@ -1468,7 +1472,7 @@ impl Inner {
         let block_rows = self.opts.compaction_block_rows;
         let work = |name: Arc<str>| match read(name) {
             Ok(m) if m.fields.is_empty() => None,
-            Ok(m) => Some(Ok(segment::writer::encode_machine(&m, block_rows))),
+            Ok(m) => Some(Ok(segment::writer::encode_machine(&m, block_rows, None))),
             Err(e) => Some(Err(e)),
         };
         // Machines are read, merged and encoded a group at a time (side by side within it),
