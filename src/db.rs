@@ -902,7 +902,7 @@ impl Inner {
             };
             let result = {
                 let _flushing = self.flushing.lock();
-                self.flush_memtable(&mt)
+                self.unless_panic("flush", || self.flush_memtable(&mt))
             };
             drop(mt);
             let mut bg = self.bg.lock();
@@ -932,6 +932,25 @@ impl Inner {
         }
     }
 
+    /// Runs background work `f`; should it panic (a bug), the database is poisoned instead:
+    /// the thread stays alive to end its loop, and writers, `flush` and `compact` callers
+    /// get [`Error::Poisoned`] rather than waiting forever for work that will not happen.
+    fn unless_panic(&self, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let cause = format!("the {what} thread panicked: {msg}");
+                self.poisoned.lock().get_or_insert_with(|| cause.clone());
+                Err(Error::Poisoned { cause })
+            }
+        }
+    }
+
     /// The compaction thread: runs the compactions the policy asks for, one at a time, while
     /// flushes succeed. A failed compaction leaves its inputs live and is retried after a
     /// pause; it is counted in [`DbStats::compaction_errors`], and flush callers and writers
@@ -955,7 +974,7 @@ impl Inner {
                 let _compacting = self.compacting.lock();
                 let v = self.version.lock().clone();
                 match self.compaction_candidate(&v, false) {
-                    Some(job) => self.run_compaction(job),
+                    Some(job) => self.unless_panic("compaction", || self.run_compaction(job)),
                     None => Ok(()),
                 }
             };
