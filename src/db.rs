@@ -1531,6 +1531,12 @@ impl Inner {
         let machines = groups
             .iter()
             .flat_map(|group| -> Vec<Option<Result<segment::writer::EncodedMachine>>> {
+                // A background merge gives the cores to a running flush first (writers may be
+                // waiting for it), then goes on with its next group: it never holds a flush
+                // back, and under sustained ingest it still advances a group per flush.
+                if job.background {
+                    drop(self.flushing.lock());
+                }
                 if group.len() == 1 {
                     return vec![work(group[0].clone())];
                 }
