@@ -1048,25 +1048,9 @@ impl Inner {
         // Reading costs a few nanoseconds per point (a tenth of encoding): a large memtable
         // is read by one thread per core, machines interleaved, this thread taking a share.
         const PARALLEL_READ_BYTES: usize = 4 << 20;
-        let threads =
-            if mt.bytes() < PARALLEL_READ_BYTES { 1 } else { crate::cores().min(machines.len()).max(1) };
-        let pieces: Vec<Vec<(i64, segment::writer::MachineData)>> = if threads == 1 {
-            machines.iter().map(|&m| read(m)).collect()
-        } else {
-            let share = |t: usize| -> Vec<(usize, Vec<(i64, segment::writer::MachineData)>)> {
-                machines.iter().enumerate().skip(t).step_by(threads).map(|(i, &m)| (i, read(m))).collect()
-            };
-            let mut all = std::thread::scope(|s| {
-                let hs: Vec<_> = (1..threads).map(|t| s.spawn(move || share(t))).collect();
-                let mut all = share(0);
-                for h in hs {
-                    all.extend(h.join().expect("flush reader panicked"));
-                }
-                all
-            });
-            all.sort_by_key(|(i, _)| *i);
-            all.into_iter().map(|(_, p)| p).collect()
-        };
+        let threads = if mt.bytes() < PARALLEL_READ_BYTES { 1 } else { crate::cores() };
+        let Ok(pieces) =
+            crate::try_map_interleaved(&machines, threads, |&m| Ok::<_, std::convert::Infallible>(read(m)));
         // Partition start → machines' rows in it, in machine order.
         let mut parts: BTreeMap<i64, Vec<segment::writer::MachineData>> = BTreeMap::new();
         for (p, md) in pieces.into_iter().flatten() {

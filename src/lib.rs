@@ -79,3 +79,37 @@ pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// Runs `f` over `items` on up to `threads` threads, the calling one included; results come
+/// back in item order. Items are interleaved over the threads (expensive neighbours spread
+/// out) and each thread stops at its first error; the error returned is that of the first
+/// thread, in thread order, that had one.
+pub(crate) fn try_map_interleaved<I: Sync, T: Send, E: Send>(
+    items: &[I],
+    threads: usize,
+    f: impl Fn(&I) -> std::result::Result<T, E> + Sync,
+) -> std::result::Result<Vec<T>, E> {
+    let threads = threads.min(items.len()).max(1);
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let share = |t: usize| -> std::result::Result<Vec<(usize, T)>, E> {
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
+            out.push((i, f(item)?));
+        }
+        Ok(out)
+    };
+    let results: Vec<std::result::Result<Vec<(usize, T)>, E>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || share(t))).collect();
+        let mut results = vec![share(0)];
+        results.extend(handles.into_iter().map(|h| h.join().expect("worker thread panicked")));
+        results
+    });
+    let mut all: Vec<(usize, T)> = Vec::with_capacity(items.len());
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}

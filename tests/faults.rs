@@ -54,6 +54,10 @@ struct Traced {
     log: Arc<Mutex<Vec<OpRec>>>,
     /// When set, the next directory sync right after a rename of `MANIFEST.tmp` fails (once).
     fail_manifest_dir_sync: Arc<std::sync::atomic::AtomicBool>,
+    /// Segment files created so far; creating the `panic_at_segment`-th (counting from 1)
+    /// panics, as a bug in background work would.
+    segments_created: Arc<AtomicU64>,
+    panic_at_segment: Arc<AtomicU64>,
 }
 
 impl Traced {
@@ -62,6 +66,8 @@ impl Traced {
             sim,
             log: Arc::new(Mutex::new(Vec::new())),
             fail_manifest_dir_sync: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            segments_created: Arc::new(AtomicU64::new(0)),
+            panic_at_segment: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -112,6 +118,12 @@ impl FileSystem for Traced {
         self.sim.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        if path.to_string_lossy().ends_with(".gseg.tmp")
+            && self.segments_created.fetch_add(1, Ordering::SeqCst) + 1
+                == self.panic_at_segment.load(Ordering::SeqCst)
+        {
+            panic!("injected: a bug while creating {}", path.display());
+        }
         let inner = self.op("create", path, 0, || self.sim.create(path))?;
         Ok(Box::new(TracedFile { fs: self.clone(), path: path.to_path_buf(), inner }))
     }
@@ -792,73 +804,18 @@ fn rejected_batches_change_nothing_on_a_real_file_system() {
 // ---------------------------------------------------------------------------------------------
 // A panic in background work (a bug) poisons the database instead of leaving callers waiting.
 
-/// Panics when the `panic_at`-th segment file (counting from 1) is created.
-#[derive(Clone)]
-struct PanicOnSegment {
-    sim: SimFs,
-    created: Arc<AtomicU64>,
-    panic_at: Arc<AtomicU64>,
-}
-
-impl PanicOnSegment {
-    fn new(sim: SimFs) -> PanicOnSegment {
-        PanicOnSegment { sim, created: Arc::new(AtomicU64::new(0)), panic_at: Arc::new(AtomicU64::new(0)) }
-    }
-}
-
-impl FileSystem for PanicOnSegment {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.sim.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        if path.to_string_lossy().ends_with(".gseg.tmp")
-            && self.created.fetch_add(1, Ordering::SeqCst) + 1 == self.panic_at.load(Ordering::SeqCst)
-        {
-            panic!("injected: a bug while creating {}", path.display());
-        }
-        self.sim.create(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.sim.read(path)
-    }
-    fn map(&self, path: &Path) -> io::Result<Bytes> {
-        self.sim.map(path)
-    }
-    fn file_len(&self, path: &Path) -> io::Result<u64> {
-        self.sim.file_len(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        self.sim.truncate(path, len)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.sim.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.sim.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<LockGuard> {
-        self.sim.lock(path)
-    }
-}
-
 /// The flush thread panics during a flush: `flush()` and later writes fail with `Poisoned`
 /// (before, `flush()` waited forever), and a reopen finds every acknowledged write.
 #[test]
 fn a_panicking_flush_poisons_the_database() {
     let sim = SimFs::new(21);
-    let fs = PanicOnSegment::new(sim.clone());
+    let fs = Traced::new(sim.clone());
     let opts = Options { fs: Arc::new(fs.clone()), ..Options::default() };
     let db = Db::open(DIR, opts).unwrap();
     db.write(&SPEC.batch(0)).unwrap();
     db.flush().unwrap();
     db.write(&SPEC.batch(1)).unwrap();
-    fs.panic_at.store(fs.created.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    fs.panic_at_segment.store(fs.segments_created.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
     match db.flush() {
         Err(Error::Poisoned { cause }) => assert!(cause.contains("flush thread panicked"), "{cause}"),
         other => panic!("flush after a panic in the flush thread: {other:?}"),
@@ -877,10 +834,10 @@ fn a_panicking_flush_poisons_the_database() {
 #[test]
 fn a_panicking_compaction_poisons_the_database() {
     let sim = SimFs::new(22);
-    let fs = PanicOnSegment::new(sim.clone());
+    let fs = Traced::new(sim.clone());
     // The third flush's segment makes a run of three: the compaction of the partition
     // creates the fourth segment file, and panics.
-    fs.panic_at.store(4, Ordering::SeqCst);
+    fs.panic_at_segment.store(4, Ordering::SeqCst);
     let opts = Options { fs: Arc::new(fs.clone()), compaction_trigger: 3, ..Options::default() };
     let db = Db::open(DIR, opts).unwrap();
     for n in 0..3 {
@@ -889,7 +846,7 @@ fn a_panicking_compaction_poisons_the_database() {
         // one segment per flush (else the count above would not be the compaction's file);
         // after the third, the compaction may have created its file already
         if n < 2 {
-            assert_eq!(fs.created.load(Ordering::SeqCst), n + 1);
+            assert_eq!(fs.segments_created.load(Ordering::SeqCst), n + 1);
         }
     }
     let start = Instant::now();

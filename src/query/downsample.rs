@@ -353,31 +353,7 @@ pub(crate) fn run_parallel<T: Send>(
     f: impl Fn(MachineIdx, &AtomicUsize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let budget = AtomicUsize::new(buckets_max);
-    let threads = threads.min(machines.len()).max(1);
-    if threads == 1 {
-        return machines.iter().map(|&m| f(m, &budget)).collect();
-    }
-    // Interleave machines over threads so expensive neighbours spread out; this thread takes
-    // the first share.
-    let share = |t: usize| -> Result<Vec<(usize, T)>> {
-        let mut out = Vec::new();
-        for (i, &m) in machines.iter().enumerate().skip(t).step_by(threads) {
-            out.push((i, f(m, &budget)?));
-        }
-        Ok(out)
-    };
-    let results: Vec<Result<Vec<(usize, T)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads).map(|t| s.spawn(move || share(t))).collect();
-        let mut results = vec![share(0)];
-        results.extend(handles.into_iter().map(|h| h.join().expect("query worker panicked")));
-        results
-    });
-    let mut all: Vec<(usize, T)> = Vec::with_capacity(machines.len());
-    for r in results {
-        all.extend(r?);
-    }
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all.into_iter().map(|(_, t)| t).collect())
+    crate::try_map_interleaved(machines, threads, |&m| f(m, &budget))
 }
 
 /// The running aggregate of one bucket.
