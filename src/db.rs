@@ -614,7 +614,9 @@ impl Db {
         }
         // A failed removal leaves flushed log files, which the next open removes.
         let _ = self.inner.join_log_removal();
-        self.inner.wal.sync()
+        self.inner.wal.sync()?;
+        self.inner.wal.close();
+        Ok(())
     }
 
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {

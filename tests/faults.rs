@@ -127,6 +127,10 @@ impl FileSystem for Traced {
         let inner = self.op("create", path, 0, || self.sim.create(path))?;
         Ok(Box::new(TracedFile { fs: self.clone(), path: path.to_path_buf(), inner }))
     }
+    fn reopen(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let inner = self.op("reopen", path, 0, || self.sim.reopen(path))?;
+        Ok(Box::new(TracedFile { fs: self.clone(), path: path.to_path_buf(), inner }))
+    }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.sim.read(path)
     }
@@ -166,10 +170,17 @@ fn must_poison(trace: &[OpRec], i: usize) -> bool {
     let is_log = op.path.starts_with("wal-");
     match op.kind {
         "sync" if is_log => {
-            // create_file: create, write(32), sync of the same file. Only that file's own
-            // operations count: the flush thread's segment writes may come in between.
+            // A new log file's header: create (or reopen of the renamed spare), write(32),
+            // sync of the same file. Only that file's own operations count: the flush
+            // thread's segment writes may come in between.
             let mine: Vec<&OpRec> = trace[..i].iter().filter(|o| o.path == op.path).collect();
-            !(mine.len() == 2 && mine[0].kind == "create" && mine[1].kind == "write" && mine[1].len == 32)
+            let header = match mine[..] {
+                [.., opened, write] => {
+                    matches!(opened.kind, "create" | "reopen") && write.kind == "write" && write.len == 32
+                }
+                _ => false,
+            };
+            !header
         }
         "set_len" => true,
         "rename" => op.path == "MANIFEST.tmp",

@@ -176,13 +176,13 @@ fn empty_and_header_only_log_files() {
 fn a_future_format_version_is_refused() {
     let src = tempfile::tempdir().unwrap();
     let mut bytes = make_log(src.path(), 1);
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&bytes[0..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     let (dir, path) = fresh_with_log(&bytes);
     match Db::open(dir.path(), opts()) {
         Err(Error::FormatVersion { file, found, supported }) => {
-            assert_eq!((file, found, supported), (path, 2, 1));
+            assert_eq!((file, found, supported), (path, 3, 2));
         }
         other => panic!("expected FormatVersion, got {other:?}"),
     }

@@ -3,8 +3,9 @@
 //! operation.
 //!
 //! Nothing else in gemba touches the file system. The trait is deliberately small: whole-file
-//! reads and read-only maps, append-only writable files, rename, remove, directory sync and a
-//! lock. Segment files are written once and then only mapped.
+//! reads and read-only maps, files written front to back (new, or an old log file reused from
+//! its start), rename, remove, directory sync and a lock. Segment files are written once and
+//! then only mapped.
 
 mod sim;
 mod std_fs;
@@ -27,8 +28,13 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the entries of a directory (not sorted).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Creates (or truncates) a file for appending.
+    /// Creates (or truncates) a file for writing from its start.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
+    /// Opens an existing file for writing from its start **without truncating it**: its old
+    /// bytes stay until overwritten. The log reuses old log files this way, because
+    /// overwriting blocks a file already has makes each `fdatasync` cheaper than appending
+    /// (no block allocation to commit).
+    fn reopen(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// A read-only view of a whole file that stays valid while any clone of it lives, even
@@ -49,14 +55,15 @@ pub trait FileSystem: Send + Sync + 'static {
     fn lock(&self, path: &Path) -> io::Result<LockGuard>;
 }
 
-/// A file open for appending.
+/// A file open for writing at a cursor, which starts at offset 0 and moves past each write.
 pub trait WriteFile: Send {
-    /// Appends all of `buf`.
+    /// Writes all of `buf` at the cursor (overwriting or extending the file).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes the data written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Cuts the file back to `len` bytes (used to undo a failed append); later writes go to
-    /// the new end.
+    /// Cuts (or extends with zeros) the file to `len` bytes, moves the cursor there, and makes
+    /// the file's data and its new length durable (`ftruncate` + `fsync`). Used to undo a
+    /// failed write and to cut the old bytes off a reused file.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
 }
 

@@ -4,7 +4,10 @@
 //!
 //! The model, close to what Linux file systems promise:
 //! - a file's data is durable up to what `sync_data` covered; after a crash a file holds its
-//!   durable bytes plus, depending on [`CrashMode`], some prefix of the bytes appended since;
+//!   durable bytes plus, depending on [`CrashMode`], some prefix of the writes made since, in
+//!   order (the last one possibly in part) — a write over old bytes (a reused file) may be
+//!   lost as well as an appended one;
+//! - `WriteFile::set_len` is durable at once, with everything written before it;
 //! - directory entries (create, rename, remove) are durable once `sync_dir` ran on their
 //!   directory; after a crash a directory shows its durable entries with a prefix (in order) of
 //!   the operations done since, so a rename is never half done;
@@ -65,6 +68,31 @@ pub struct Fault {
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Writes since the last sync, in order: offset and bytes.
+    unsynced: Vec<(usize, Vec<u8>)>,
+}
+
+impl Inode {
+    /// Writes `buf` at `pos` (extending the file as needed) and remembers the write.
+    fn write_at(&mut self, pos: usize, buf: &[u8]) {
+        let end = pos + buf.len();
+        if end > self.data.len() {
+            self.data.resize(end, 0);
+        }
+        self.data[pos..end].copy_from_slice(buf);
+        self.unsynced.push((pos, buf.to_vec()));
+    }
+
+    /// Makes the current contents durable.
+    fn sync(&mut self) {
+        self.durable = self.data.clone();
+        self.unsynced.clear();
+    }
+
+    /// Bytes the file grows by when `len` bytes are written at `pos`.
+    fn growth(&self, pos: usize, len: usize) -> u64 {
+        (pos + len).saturating_sub(self.data.len()) as u64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -249,25 +277,42 @@ impl SimFs {
                     continue;
                 }
                 let old = st.inodes.get(&ino).cloned().unwrap_or_default();
-                let mut data = old.durable.clone();
-                let tail: &[u8] =
-                    if old.data.starts_with(&old.durable) { &old.data[old.durable.len()..] } else { &[] };
-                let kept = match mode {
-                    CrashMode::DropUnsynced => 0,
-                    CrashMode::KeepAll => tail.len(),
-                    CrashMode::KeepPrefix | CrashMode::Garbage => {
-                        (st.next_rand() % (tail.len() as u64 + 1)) as usize
+                let data = if mode == CrashMode::KeepAll {
+                    old.data.clone()
+                } else {
+                    // Replay a prefix of the unsynced writes (counted in bytes) over the
+                    // durable contents; the last write kept may be cut short.
+                    let total: usize = old.unsynced.iter().map(|(_, b)| b.len()).sum();
+                    let mut budget = match mode {
+                        CrashMode::KeepPrefix | CrashMode::Garbage => {
+                            (st.next_rand() % (total as u64 + 1)) as usize
+                        }
+                        _ => 0,
+                    };
+                    let mut node = Inode { data: old.durable.clone(), ..Inode::default() };
+                    let mut last: Option<(usize, usize)> = None;
+                    for (pos, bytes) in &old.unsynced {
+                        if budget == 0 {
+                            break;
+                        }
+                        let n = bytes.len().min(budget);
+                        node.write_at(*pos, &bytes[..n]);
+                        budget -= n;
+                        last = Some((*pos, n));
                     }
+                    if mode == CrashMode::Garbage
+                        && let Some((pos, n)) = last
+                        && n > 0
+                    {
+                        // The sector being written when power failed holds garbage.
+                        let g = (st.next_rand() % 16 + 1).min(n as u64) as usize;
+                        for b in &mut node.data[pos + n - g..pos + n] {
+                            *b = st.next_rand() as u8;
+                        }
+                    }
+                    node.data
                 };
-                data.extend_from_slice(&tail[..kept]);
-                if mode == CrashMode::Garbage && kept > 0 {
-                    let n = (st.next_rand() % 16 + 1).min(kept as u64) as usize;
-                    let len = data.len();
-                    for b in &mut data[len - n..] {
-                        *b = st.next_rand() as u8;
-                    }
-                }
-                keep_inodes.insert(ino, Inode { durable: data.clone(), data });
+                keep_inodes.insert(ino, Inode { durable: data.clone(), data, unsynced: Vec::new() });
             }
             new.dirs.insert(dir.clone(), entries.clone());
             new.durable_dirs.insert(dir, entries);
@@ -287,7 +332,7 @@ impl SimFs {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "past the end"));
         }
         node.data[offset..end].copy_from_slice(bytes);
-        node.durable = node.data.clone();
+        node.sync();
         Ok(())
     }
 
@@ -307,7 +352,7 @@ impl SimFs {
                 ino
             }
         };
-        st.inodes.insert(ino, Inode { data: data.to_vec(), durable: data.to_vec() });
+        st.inodes.insert(ino, Inode { data: data.to_vec(), durable: data.to_vec(), unsynced: Vec::new() });
         Ok(())
     }
 }
@@ -316,6 +361,8 @@ struct SimFile {
     fs: SimFs,
     ino: u64,
     generation: u64,
+    /// Where the next write goes.
+    pos: usize,
 }
 
 impl SimFile {
@@ -334,35 +381,37 @@ impl WriteFile for SimFile {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let ino = self.ino;
-        self.with(|st| {
+        let (ino, pos) = (self.ino, self.pos);
+        let (written, result) = self.with(|st| {
             let fault = st.op();
+            let growth = st.inodes.get(&ino).map_or(buf.len() as u64, |n| n.growth(pos, buf.len()));
             let full = match st.capacity {
-                Some(cap) => st.used_bytes() + buf.len() as u64 > cap,
+                Some(cap) => st.used_bytes() + growth > cap,
                 None => false,
             };
             let node = st.inodes.entry(ino).or_default();
-            match fault {
-                Ok(()) if full => Err(fault_error(FaultKind::NoSpace)),
+            Ok(match fault {
+                Ok(()) if full => (0, Err(fault_error(FaultKind::NoSpace))),
                 Ok(()) => {
-                    node.data.extend_from_slice(buf);
-                    Ok(())
+                    node.write_at(pos, buf);
+                    (buf.len(), Ok(()))
                 }
                 Err(FaultKind::ShortWrite) => {
-                    node.data.extend_from_slice(&buf[..buf.len() / 2]);
-                    Err(fault_error(FaultKind::ShortWrite))
+                    node.write_at(pos, &buf[..buf.len() / 2]);
+                    (buf.len() / 2, Err(fault_error(FaultKind::ShortWrite)))
                 }
-                Err(k) => Err(fault_error(k)),
-            }
-        })
+                Err(k) => (0, Err(fault_error(k))),
+            })
+        })?;
+        self.pos += written;
+        result
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         let ino = self.ino;
         self.with(|st| {
             st.op().map_err(fault_error)?;
-            let node = st.inodes.entry(ino).or_default();
-            node.durable = node.data.clone();
+            st.inodes.entry(ino).or_default().sync();
             Ok(())
         })
     }
@@ -373,11 +422,11 @@ impl WriteFile for SimFile {
             st.op().map_err(fault_error)?;
             let node = st.inodes.entry(ino).or_default();
             node.data.resize(len as usize, 0);
-            if node.durable.len() > len as usize {
-                node.durable.truncate(len as usize);
-            }
+            node.sync();
             Ok(())
-        })
+        })?;
+        self.pos = len as usize;
+        Ok(())
     }
 }
 
@@ -421,7 +470,14 @@ impl FileSystem for SimFs {
         let ino = st.next_inode;
         st.inodes.insert(ino, Inode::default());
         st.link(path, ino)?;
-        Ok(Box::new(SimFile { fs: self.clone(), ino, generation: st.generation }))
+        Ok(Box::new(SimFile { fs: self.clone(), ino, generation: st.generation, pos: 0 }))
+    }
+
+    fn reopen(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let mut st = self.state.lock();
+        st.op().map_err(fault_error)?;
+        let ino = st.lookup(path).ok_or_else(|| not_found(path))?;
+        Ok(Box::new(SimFile { fs: self.clone(), ino, generation: st.generation, pos: 0 }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -446,7 +502,7 @@ impl FileSystem for SimFs {
         let ino = st.lookup(path).ok_or_else(|| not_found(path))?;
         let node = st.inodes.entry(ino).or_default();
         node.data.resize(len as usize, 0);
-        node.durable = node.data.clone();
+        node.sync();
         Ok(())
     }
 
@@ -513,6 +569,35 @@ mod tests {
         assert_eq!(after.read(&p("/d/a")).unwrap(), b"hello");
         let after = fs.crash(CrashMode::KeepAll);
         assert_eq!(after.read(&p("/d/a")).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn overwrites_of_a_reused_file_can_be_lost_or_torn() {
+        let fs = SimFs::new(3);
+        fs.create_dir_all(&p("/d")).unwrap();
+        fs.put(&p("/d/a"), b"old-old-old").unwrap();
+        let mut f = fs.reopen(&p("/d/a")).unwrap();
+        f.write_all(b"NE").unwrap();
+        f.write_all(b"W").unwrap();
+        assert_eq!(fs.read(&p("/d/a")).unwrap(), b"NEW-old-old");
+        assert_eq!(fs.crash(CrashMode::DropUnsynced).read(&p("/d/a")).unwrap(), b"old-old-old");
+        assert_eq!(fs.crash(CrashMode::KeepAll).read(&p("/d/a")).unwrap(), b"NEW-old-old");
+        let mut seen = HashSet::new();
+        for _ in 0..64 {
+            seen.insert(fs.crash(CrashMode::KeepPrefix).read(&p("/d/a")).unwrap());
+        }
+        let want: HashSet<Vec<u8>> = ["old-old-old", "Nld-old-old", "NEd-old-old", "NEW-old-old"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(seen, want, "a prefix of the writes, in order");
+        f.sync_data().unwrap();
+        assert_eq!(fs.crash(CrashMode::DropUnsynced).read(&p("/d/a")).unwrap(), b"NEW-old-old");
+        // `set_len` is durable at once, and later writes go to the new end.
+        f.set_len(3).unwrap();
+        f.write_all(b"!").unwrap();
+        assert_eq!(fs.crash(CrashMode::DropUnsynced).read(&p("/d/a")).unwrap(), b"NEW");
+        assert_eq!(fs.read(&p("/d/a")).unwrap(), b"NEW!");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The standard file system.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::{Bytes, FileSystem, LockGuard, WriteFile};
@@ -10,6 +10,8 @@ use super::{Bytes, FileSystem, LockGuard, WriteFile};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
+/// A file written at the OS file cursor (not in append mode, so a reused file is overwritten
+/// in place from its start).
 struct StdFile(File);
 
 impl WriteFile for StdFile {
@@ -20,8 +22,10 @@ impl WriteFile for StdFile {
         self.0.sync_data()
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        // The file is opened in append mode: writes go to the end whatever the cursor.
-        self.0.set_len(len)
+        self.0.set_len(len)?;
+        self.0.seek(SeekFrom::Start(len))?;
+        // `fsync`, not `fdatasync`: the new length must be durable whichever way it moved.
+        self.0.sync_all()
     }
 }
 
@@ -42,10 +46,13 @@ impl FileSystem for StdFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        let f = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
-        drop(f);
-        let f = OpenOptions::new().append(true).open(path)?;
-        Ok(Box::new(StdFile(f)))
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn reopen(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(StdFile(file)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -6,8 +6,10 @@ use crate::model::{validate_field_name, validate_machine_id};
 
 /// First bytes of every log file.
 pub(crate) const MAGIC: &[u8; 8] = b"GEMBAWAL";
-/// The log format version this build writes and reads.
-pub(crate) const VERSION: u32 = 1;
+/// The log format version this build writes; it reads every version from 1 up to it.
+/// Version 2 files may be reused log files with old records past their end (FORMAT.md),
+/// which a version 1 reader could take for corruption.
+pub(crate) const VERSION: u32 = 2;
 /// Bytes of the file header.
 pub(crate) const HEADER_LEN: usize = 32;
 /// Bytes of a record's frame before its body: length u32, crc u32, seq u64, kind u8.
@@ -380,10 +382,17 @@ mod tests {
 
     #[test]
     fn future_version_is_recognised() {
-        let mut h = header(1);
-        h[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32fast::hash(&h[0..24]);
-        h[24..28].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(check_header(&h, 1), HeaderCheck::FutureVersion(2));
+        let with_version = |v: u32| {
+            let mut h = header(1);
+            h[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32fast::hash(&h[0..24]);
+            h[24..28].copy_from_slice(&crc.to_le_bytes());
+            h
+        };
+        assert_eq!(check_header(&with_version(VERSION + 1), 1), HeaderCheck::FutureVersion(VERSION + 1));
+        // Every older version stays readable.
+        for v in 1..=VERSION {
+            assert_eq!(check_header(&with_version(v), 1), HeaderCheck::Ok, "version {v}");
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! acknowledged, and replayed on open.
 //!
 //! - [`format`]: file header, record framing, batch payload encoding;
-//! - [`writer`]: appends with group commit and the sync policy, rotation, removal of files
-//!   whose records all reached segment files;
+//! - [`writer`]: appends with group commit and the sync policy, rotation, removal (or reuse,
+//!   as the spare) of files whose records all reached segment files;
 //! - [`reader`]: recovery, which tells a torn tail from corruption.
 
 pub(crate) mod format;
@@ -11,6 +11,11 @@ pub(crate) mod reader;
 pub(crate) mod writer;
 
 pub use reader::{RecoveryReport, SkippedRange, TornTail};
+
+/// Name of the spare: a log file whose records are all in segment files, kept (renamed) so
+/// that the next log file reuses its blocks instead of allocating new ones. Not a log file:
+/// recovery does not read it.
+pub(crate) const SPARE_NAME: &str = "wal.spare";
 
 /// File name of log file `number`.
 pub(crate) fn file_name(number: u64) -> String {

@@ -107,7 +107,7 @@ pub(crate) fn recover(
             HeaderCheck::Bad(what) => {
                 // A log file is created with its header synced before any record goes in, so a
                 // bad header is a torn creation only when nothing valid follows.
-                if later_has_valid(fs, &contents[i + 1..], prev_seq)? {
+                if later_has_valid(fs, &contents[i + 1..], prev_seq.max(flushed_seq))? {
                     if skip_corrupt {
                         report.skipped.push(SkippedRange {
                             file: path.clone(),
@@ -147,9 +147,12 @@ pub(crate) fn recover(
                     pos += rec.framed_len;
                 }
                 Err(err) => {
-                    let next_here = format::find_valid_record(&bytes, pos + 1, prev_seq);
-                    let valid_after =
-                        next_here.is_some() || later_has_valid(fs, &contents[i + 1..], prev_seq)?;
+                    // Only a record that is not yet in segment files makes the bad bytes
+                    // corruption: one at or below the flushed sequence number is either data
+                    // already safe or an old record of a reused file (FORMAT.md).
+                    let floor = prev_seq.max(flushed_seq);
+                    let next_here = format::find_valid_record(&bytes, pos + 1, floor);
+                    let valid_after = next_here.is_some() || later_has_valid(fs, &contents[i + 1..], floor)?;
                     if !valid_after {
                         let cut = bytes.len() - pos;
                         fs.truncate(path, pos as u64).map_err(|e| Error::io("truncate torn log", path, e))?;
@@ -181,12 +184,12 @@ pub(crate) fn recover(
     Ok((files, report, prev_seq))
 }
 
-/// True when any of `files` holds a valid record following `prev_seq`.
-fn later_has_valid(fs: &dyn FileSystem, files: &[(u64, PathBuf)], prev_seq: u64) -> Result<bool> {
+/// True when any of `files` holds a valid record with a sequence number above `floor`.
+fn later_has_valid(fs: &dyn FileSystem, files: &[(u64, PathBuf)], floor: u64) -> Result<bool> {
     for (_, path) in files {
         let bytes = fs.read(path).map_err(|e| Error::io("read log", path, e))?;
         let from = if bytes.len() >= HEADER_LEN { HEADER_LEN } else { 0 };
-        if format::find_valid_record(&bytes, from, prev_seq).is_some() {
+        if format::find_valid_record(&bytes, from, floor).is_some() {
             return Ok(true);
         }
     }
@@ -207,7 +210,7 @@ pub(crate) fn verify_file(
     bytes: &[u8],
     prev_seq: &mut u64,
     is_last: bool,
-    _flushed_seq: u64,
+    flushed_seq: u64,
 ) -> (u64, Vec<(u64, String)>, Vec<String>) {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -219,7 +222,7 @@ pub(crate) fn verify_file(
             return (0, problems, notes);
         }
         HeaderCheck::Bad(what) => {
-            if is_last && format::find_valid_record(bytes, 0, *prev_seq).is_none() {
+            if is_last && format::find_valid_record(bytes, 0, (*prev_seq).max(flushed_seq)).is_none() {
                 notes
                     .push(format!("{}: torn log header ({what}); recovery removes the file", path.display()));
             } else {
@@ -252,7 +255,7 @@ pub(crate) fn verify_file(
                 *prev_seq = rec.seq;
                 pos += rec.framed_len;
             }
-            Err(err) => match format::find_valid_record(bytes, pos + 1, *prev_seq) {
+            Err(err) => match format::find_valid_record(bytes, pos + 1, (*prev_seq).max(flushed_seq)) {
                 Some(next) => {
                     problems.push((pos as u64, err.what().to_string()));
                     pos = next;
