@@ -181,7 +181,10 @@ pub(crate) struct Inner {
     /// Sequence number of the next batch to enter the memtable; batches enter in order, and a
     /// writer holds this lock while it inserts (so a freeze never splits a batch).
     ticket: Mutex<u64>,
-    ticket_cv: Condvar,
+    /// Writers waiting for their turn, woken one sequence number at a time: the writer of
+    /// `seq` waits on `ticket_cvs[seq % TICKET_STRIPES]` (all with the `ticket` mutex), so
+    /// passing the turn wakes the next writer, not every waiting one.
+    ticket_cvs: [Condvar; TICKET_STRIPES],
     /// Every batch up to this sequence number is in the memtable.
     visible_seq: AtomicU64,
     recovery: RecoveryReport,
@@ -234,6 +237,9 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Stripes of the condition variables writers wait on for their turn to apply.
+const TICKET_STRIPES: usize = 64;
+
 /// Passes a sequence number's turn on when dropped, even on an early return or a panic.
 struct TicketGuard<'a> {
     inner: &'a Inner,
@@ -245,7 +251,7 @@ impl Drop for TicketGuard<'_> {
         let mut t = self.inner.ticket.lock();
         if *t == self.seq {
             *t += 1;
-            self.inner.ticket_cv.notify_all();
+            self.inner.pass_turn(*t);
         }
     }
 }
@@ -350,7 +356,7 @@ impl Db {
             next_segment_id: AtomicU64::new(manifest.next_segment_id.max(1)),
             manifest: Mutex::new(manifest),
             ticket: Mutex::new(last_seq + 1),
-            ticket_cv: Condvar::new(),
+            ticket_cvs: std::array::from_fn(|_| Condvar::new()),
             visible_seq: AtomicU64::new(last_seq),
             recovery,
             shutdown: AtomicBool::new(false),
@@ -766,17 +772,23 @@ impl Inner {
         let result = self.wal.wait(seq, durable);
         let mut t = self.ticket.lock();
         while *t != seq {
-            self.ticket_cv.wait(&mut t);
+            self.ticket_cvs[(seq % TICKET_STRIPES as u64) as usize].wait(&mut t);
         }
         if result.is_ok() {
             apply(self, seq);
             self.visible_seq.store(seq, Ordering::Release);
         }
         *t += 1;
-        self.ticket_cv.notify_all();
+        self.pass_turn(*t);
         drop(t);
         drop(guard);
         result
+    }
+
+    /// Wakes the writer whose turn `next` now is (the caller holds the ticket lock). Writers
+    /// of other sequence numbers sharing its stripe wake too and wait again.
+    fn pass_turn(&self, next: u64) {
+        self.ticket_cvs[(next % TICKET_STRIPES as u64) as usize].notify_all();
     }
 
     fn add_tombstone(&self, t: Tombstone) {
