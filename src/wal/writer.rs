@@ -64,6 +64,11 @@ struct State {
     /// Every record with a seq up to this is durable (or failed).
     synced: u64,
     leader: bool,
+    /// Number of the round in flight (while `leader`) or of the last one.
+    round: u64,
+    /// Last sequence number the round in flight writes (records appended after it are
+    /// pending for the next round).
+    round_last: u64,
     failures: Vec<Failure>,
     poisoned: Option<String>,
     /// `None` only while a leader is doing I/O with it.
@@ -80,7 +85,11 @@ pub(crate) struct WalWriter {
     dir: PathBuf,
     file_bytes_max: u64,
     st: Mutex<State>,
-    cv: Condvar,
+    /// Waiters by round parity: those whose record (or sync target) the round in flight
+    /// covers wait on `cvs[round % 2]`; those pending for the next round on the other. When a
+    /// round ends, its waiters all wake, and of the next round's only one, to lead it: the
+    /// next round starts without waiting for the finished round's writers to be scheduled.
+    cvs: [Condvar; 2],
     /// Bytes of the spare file, if there is one. Held while renaming a file to or from it.
     spare: Mutex<Option<u64>>,
 }
@@ -106,6 +115,8 @@ impl WalWriter {
             written: last_seq,
             synced: last_seq,
             leader: false,
+            round: 0,
+            round_last: last_seq,
             failures: Vec::new(),
             poisoned: None,
             active: Some(active),
@@ -118,7 +129,7 @@ impl WalWriter {
             dir: dir.to_path_buf(),
             file_bytes_max,
             st: Mutex::new(st),
-            cv: Condvar::new(),
+            cvs: [Condvar::new(), Condvar::new()],
             spare,
         })
     }
@@ -163,11 +174,18 @@ impl WalWriter {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
-                self.cv.wait(&mut st);
+                self.wait_round(&mut st, seq);
                 continue;
             }
             self.lead(&mut st, durable, false);
         }
+    }
+
+    /// Sleeps until the round in flight ends (when it covers `seq`) or until this waiter may
+    /// lead the next one (when `seq` is pending). Called with a leader active.
+    fn wait_round(&self, st: &mut MutexGuard<'_, State>, seq: u64) {
+        let round = if seq <= st.round_last { st.round } else { st.round + 1 };
+        self.cvs[(round % 2) as usize].wait(st);
     }
 
     /// Makes every record appended so far durable.
@@ -182,7 +200,7 @@ impl WalWriter {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
-                self.cv.wait(&mut st);
+                self.wait_round(&mut st, target);
                 continue;
             }
             self.lead(&mut st, true, false);
@@ -198,7 +216,8 @@ impl WalWriter {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
-                self.cv.wait(&mut st);
+                let target = st.next_seq - 1;
+                self.wait_round(&mut st, target);
                 continue;
             }
             self.lead(&mut st, true, true);
@@ -271,7 +290,8 @@ impl WalWriter {
     pub(crate) fn close(&self) {
         let mut st = self.st.lock();
         while st.leader {
-            self.cv.wait(&mut st);
+            let round = st.round;
+            self.cvs[(round % 2) as usize].wait(&mut st);
         }
         if st.poisoned.is_some() {
             return;
@@ -292,6 +312,8 @@ impl WalWriter {
     /// One round of I/O as leader. Called with the lock held; releases it during I/O.
     fn lead(&self, st: &mut MutexGuard<'_, State>, need_sync: bool, force_rotate: bool) {
         st.leader = true;
+        st.round += 1;
+        st.round_last = st.pending_last.max(st.round_last);
         let spare = std::mem::take(&mut st.spare);
         let mut buf = std::mem::replace(&mut st.pending, spare);
         let (first, last) = (st.pending_first, st.pending_last);
@@ -382,7 +404,14 @@ impl WalWriter {
         }
         buf.clear();
         st.spare = buf;
-        self.cv.notify_all();
+        let (this, next) = ((st.round % 2) as usize, ((st.round + 1) % 2) as usize);
+        if st.poisoned.is_some() {
+            self.cvs[next].notify_all();
+        } else if st.pending_first != 0 {
+            // One of the writers whose records arrived meanwhile leads the next round.
+            self.cvs[next].notify_one();
+        }
+        self.cvs[this].notify_all();
     }
 }
 
