@@ -180,10 +180,9 @@ pub(crate) struct Inner {
     next_segment_id: AtomicU64,
     /// Sequence number of the next batch to enter the memtable; batches enter in order, and a
     /// writer holds this lock while it inserts (so a freeze never splits a batch).
-    ticket: Mutex<u64>,
-    /// Writers waiting for their turn, woken one sequence number at a time: the writer of
-    /// `seq` waits on `ticket_cvs[seq % TICKET_STRIPES]` (all with the `ticket` mutex), so
-    /// passing the turn wakes the next writer, not every waiting one.
+    ticket: Mutex<Ticket>,
+    /// Writers waiting for their record to be applied: the writer of `seq` waits on
+    /// `ticket_cvs[seq % TICKET_STRIPES]` (all with the `ticket` mutex).
     ticket_cvs: [Condvar; TICKET_STRIPES],
     /// Every batch up to this sequence number is in the memtable.
     visible_seq: AtomicU64,
@@ -237,10 +236,30 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Stripes of the condition variables writers wait on for their turn to apply.
+/// Stripes of the condition variables writers wait on for their record to be applied.
 const TICKET_STRIPES: usize = 64;
 
-/// Passes a sequence number's turn on when dropped, even on an early return or a panic.
+/// A logged record's effect on memory (a batch into the memtable, a delete into the
+/// version), run once its record is written (durable under `SyncPolicy::Always`).
+type ApplyJob<'a> = Box<dyn FnOnce(&Inner, u64) + Send + 'a>;
+
+/// Records are applied in sequence order, by whichever writer holds this and finds the next
+/// record's job registered and its record settled: usually the round's leader applies the
+/// whole round while the other writers of the round are still waking up (see
+/// [`Inner::commit`]).
+struct Ticket {
+    /// Sequence number of the next record to apply (or pass over: failed, abandoned).
+    next: u64,
+    /// Jobs of logged records not applied yet.
+    jobs: HashMap<u64, ApplyJob<'static>>,
+    /// Records whose writer gave up before registering or running its job (a panic): they
+    /// are passed over.
+    abandoned: Vec<u64>,
+}
+
+/// Guards a registered job's borrow: dropped before `commit` returns (also when unwinding),
+/// it takes the ticket lock (under which jobs run, so the job is then either finished or not
+/// started) and drops the job if it has not run.
 struct TicketGuard<'a> {
     inner: &'a Inner,
     seq: u64,
@@ -249,9 +268,8 @@ struct TicketGuard<'a> {
 impl Drop for TicketGuard<'_> {
     fn drop(&mut self) {
         let mut t = self.inner.ticket.lock();
-        if *t == self.seq {
-            *t += 1;
-            self.inner.pass_turn(*t);
+        if t.jobs.remove(&self.seq).is_some() && t.next <= self.seq {
+            t.abandoned.push(self.seq);
         }
     }
 }
@@ -355,7 +373,7 @@ impl Db {
             version: Mutex::new(Arc::new(version)),
             next_segment_id: AtomicU64::new(manifest.next_segment_id.max(1)),
             manifest: Mutex::new(manifest),
-            ticket: Mutex::new(last_seq + 1),
+            ticket: Mutex::new(Ticket { next: last_seq + 1, jobs: HashMap::new(), abandoned: Vec::new() }),
             ticket_cvs: std::array::from_fn(|_| Condvar::new()),
             visible_seq: AtomicU64::new(last_seq),
             recovery,
@@ -761,34 +779,77 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Loaded> {
 
 impl Inner {
     /// Logs a record and, once it is written (durable under `SyncPolicy::Always`), applies it
-    /// in sequence order: `apply` runs with the ticket held, so records take effect in log
-    /// order and a freeze never splits one.
-    fn commit(&self, body: &[u8], apply: impl FnOnce(&Inner, u64)) -> Result<()> {
+    /// in sequence order, so records take effect in log order and a freeze (which holds the
+    /// ticket) never splits one.
+    ///
+    /// Writers do not each wait for their turn: `apply` is registered as the record's job, and
+    /// whoever holds the ticket with its own record settled runs every job it can in order
+    /// ([`Inner::apply_ready`]). The leader of a log round comes back first (it does not
+    /// sleep), so it usually applies the whole round, and the round's other writers find
+    /// their records applied when they wake; a chain of turns passed from thread to thread,
+    /// each a wake-up, would cost more than the log's sync on two cores.
+    fn commit(&self, body: &[u8], apply: impl FnOnce(&Inner, u64) + Send) -> Result<()> {
         let mut crc = crc32fast::Hasher::new();
         crc.update(body);
         let seq = self.wal.append(body, &crc)?;
         let guard = TicketGuard { inner: self, seq };
+        let job: ApplyJob<'_> = Box::new(apply);
+        // SAFETY: only the lifetime changes. The job borrows this caller's data (the batch),
+        // which lives until this function returns; `guard`, dropped before that (also on
+        // unwinding), takes the ticket lock, under which every job runs from start to end,
+        // and drops the job if it is still registered. So no job runs, or is dropped, after
+        // the borrow ends.
+        let job: ApplyJob<'static> = unsafe { std::mem::transmute::<ApplyJob<'_>, ApplyJob<'static>>(job) };
+        self.ticket.lock().jobs.insert(seq, job);
         let durable = matches!(self.opts.sync, SyncPolicy::Always);
         let result = self.wal.wait(seq, durable);
         let mut t = self.ticket.lock();
-        while *t != seq {
-            self.ticket_cvs[(seq % TICKET_STRIPES as u64) as usize].wait(&mut t);
+        if result.is_err() {
+            // A failed round (passed over by `apply_ready`) or a poisoned log: the job never
+            // runs.
+            t.jobs.remove(&seq);
+        } else {
+            self.apply_ready(&mut t, durable);
+            while t.next <= seq {
+                self.ticket_cvs[(seq % TICKET_STRIPES as u64) as usize].wait(&mut t);
+            }
         }
-        if result.is_ok() {
-            apply(self, seq);
-            self.visible_seq.store(seq, Ordering::Release);
-        }
-        *t += 1;
-        self.pass_turn(*t);
         drop(t);
         drop(guard);
         result
     }
 
-    /// Wakes the writer whose turn `next` now is (the caller holds the ticket lock). Writers
-    /// of other sequence numbers sharing its stripe wake too and wait again.
-    fn pass_turn(&self, next: u64) {
-        self.ticket_cvs[(next % TICKET_STRIPES as u64) as usize].notify_all();
+    /// Runs, in sequence order, the jobs of every record that is settled (written, or synced
+    /// under `durable`), passing over failed and abandoned records; stops at a record whose
+    /// writer has not registered its job yet (that writer runs this when it gets here).
+    /// Wakes the writers whose records it applied.
+    fn apply_ready(&self, t: &mut Ticket, durable: bool) {
+        let (mark, failed) = self.wal.settled(durable);
+        while t.next <= mark {
+            let n = t.next;
+            let job = if failed.iter().any(|&(a, b)| a <= n && n <= b) {
+                t.jobs.remove(&n);
+                None
+            } else if let Some(i) = t.abandoned.iter().position(|&a| a == n) {
+                t.abandoned.swap_remove(i);
+                None
+            } else {
+                match t.jobs.remove(&n) {
+                    Some(job) => Some(job),
+                    None => break,
+                }
+            };
+            // Passed before the job runs: should it panic, the records after it still go on.
+            t.next += 1;
+            if let Some(job) = job {
+                job(self, n);
+                self.visible_seq.store(n, Ordering::Release);
+            }
+            self.ticket_cvs[(n % TICKET_STRIPES as u64) as usize].notify_all();
+        }
+        if !failed.is_empty() {
+            self.wal.forget_failures(t.next);
+        }
     }
 
     fn add_tombstone(&self, t: Tombstone) {
@@ -837,15 +898,18 @@ impl Inner {
     /// Freezes the active memtable if it holds anything. Returns the sequence number that
     /// must be flushed for everything written so far to be in segments.
     fn freeze(&self) -> Result<u64> {
-        let target = {
+        let (target, flushed_before) = {
             let _t = self.ticket.lock();
+            // Read before the freeze: the flush thread may have flushed what it freezes by the
+            // time this function looks again, and the log must still rotate then.
+            let flushed_before = self.manifest.lock().flushed_seq;
             self.freeze_locked();
             // Every record applied so far is now in a frozen memtable, a segment, or (deletes)
             // the version's tombstones; later records have larger sequence numbers.
-            self.visible_seq.load(Ordering::Acquire)
+            (self.visible_seq.load(Ordering::Acquire), flushed_before)
         };
         // A new log file only when there is something to flush: its records then go with it.
-        if target > self.manifest.lock().flushed_seq {
+        if target > flushed_before {
             self.wal.rotate()?;
         }
         Ok(target)

@@ -153,7 +153,8 @@ fn a_reused_file_with_its_old_header_is_a_torn_creation() {
         db.write(&batch(n)).unwrap();
     }
     db.flush().unwrap();
-    let spare = fs.read(&Path::new(DIR).join("wal.spare")).unwrap();
+    let spare =
+        fs.read(&Path::new(DIR).join("wal.spare")).unwrap_or_else(|e| panic!("{e}: {:?}", names(&fs)));
     let after = fs.crash(CrashMode::KeepAll);
     drop(db);
     // As if the rename to the next number had happened and nothing after it.

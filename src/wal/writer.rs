@@ -6,7 +6,8 @@
 //! **leader**: it takes the whole buffer, releases the lock, issues one `write` and (if
 //! anyone needs it) one `fdatasync`, and wakes everyone. Writers that arrived meanwhile have
 //! filled the next buffer, which the next leader writes in one go. So N concurrent writers
-//! cost about one `write` + `fdatasync` per round instead of N.
+//! cost about one `write` + `fdatasync` per round instead of N. A durable round after a round
+//! of several writers first waits briefly for them to come back ([`WalWriter::gather`]).
 //!
 //! Reuse: of the log files whose records all reached segment files, one is kept as the
 //! **spare** (`wal.spare`, the largest seen) instead of being removed, and the next new log
@@ -26,6 +27,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::format::{self, HEADER_LEN};
@@ -44,10 +47,10 @@ struct Active {
 }
 
 /// A round whose `write` failed: the waiters of seqs `first..=last` each receive the error.
+/// Kept until [`WalWriter::forget_failures`] says every record of it has been passed over.
 struct Failure {
     first: u64,
     last: u64,
-    remaining: u64,
     kind: std::io::ErrorKind,
     message: String,
 }
@@ -69,6 +72,16 @@ struct State {
     /// Last sequence number the round in flight writes (records appended after it are
     /// pending for the next round).
     round_last: u64,
+    /// Writers (thread ids) of the records in `pending`, and of the last round.
+    pending_writers: Vec<u64>,
+    last_writers: Vec<u64>,
+    /// A leader is waiting for `gather_target` writers to have records pending.
+    gathering: bool,
+    gather_target: usize,
+    /// How long the last `fdatasync` took.
+    last_sync: Duration,
+    /// Rounds to start without gathering (after a gathering that waited in vain).
+    gather_skip: u32,
     failures: Vec<Failure>,
     poisoned: Option<String>,
     /// `None` only while a leader is doing I/O with it.
@@ -90,6 +103,8 @@ pub(crate) struct WalWriter {
     /// round ends, its waiters all wake, and of the next round's only one, to lead it: the
     /// next round starts without waiting for the finished round's writers to be scheduled.
     cvs: [Condvar; 2],
+    /// Wakes a leader gathering a round.
+    gather_cv: Condvar,
     /// Bytes of the spare file, if there is one. Held while renaming a file to or from it.
     spare: Mutex<Option<u64>>,
 }
@@ -117,6 +132,12 @@ impl WalWriter {
             leader: false,
             round: 0,
             round_last: last_seq,
+            pending_writers: Vec::new(),
+            last_writers: Vec::new(),
+            gathering: false,
+            gather_target: 0,
+            last_sync: Duration::ZERO,
+            gather_skip: 0,
             failures: Vec::new(),
             poisoned: None,
             active: Some(active),
@@ -130,6 +151,7 @@ impl WalWriter {
             file_bytes_max,
             st: Mutex::new(st),
             cvs: [Condvar::new(), Condvar::new()],
+            gather_cv: Condvar::new(),
             spare,
         })
     }
@@ -148,6 +170,13 @@ impl WalWriter {
             st.pending_first = seq;
         }
         st.pending_last = seq;
+        st.pending_writers.push(writer_id());
+        if st.gathering {
+            st.round_last = seq;
+            if st.pending_writers.len() >= st.gather_target {
+                self.gather_cv.notify_one();
+            }
+        }
         Ok(seq)
     }
 
@@ -156,15 +185,9 @@ impl WalWriter {
     pub(crate) fn wait(&self, seq: u64, durable: bool) -> Result<()> {
         let mut st = self.st.lock();
         loop {
-            if let Some(i) = st.failures.iter().position(|f| f.first <= seq && seq <= f.last) {
-                let f = &mut st.failures[i];
-                f.remaining -= 1;
-                let err =
-                    Error::io("write log", self.dir.clone(), std::io::Error::new(f.kind, f.message.clone()));
-                if f.remaining == 0 {
-                    st.failures.swap_remove(i);
-                }
-                return Err(err);
+            if let Some(f) = st.failures.iter().find(|f| f.first <= seq && seq <= f.last) {
+                let e = std::io::Error::new(f.kind, f.message.clone());
+                return Err(Error::io("write log", self.dir.clone(), e));
             }
             let done = if durable { st.synced >= seq } else { st.written >= seq };
             if done {
@@ -177,7 +200,7 @@ impl WalWriter {
                 self.wait_round(&mut st, seq);
                 continue;
             }
-            self.lead(&mut st, durable, false);
+            self.lead(&mut st, durable, false, durable);
         }
     }
 
@@ -186,6 +209,20 @@ impl WalWriter {
     fn wait_round(&self, st: &mut MutexGuard<'_, State>, seq: u64) {
         let round = if seq <= st.round_last { st.round } else { st.round + 1 };
         self.cvs[(round % 2) as usize].wait(st);
+    }
+
+    /// What is settled: every record up to the returned mark is written (synced, with
+    /// `durable`) or failed, and the failed ones lie in the returned ranges.
+    pub(crate) fn settled(&self, durable: bool) -> (u64, Vec<(u64, u64)>) {
+        let st = self.st.lock();
+        let mark = if durable { st.synced } else { st.written };
+        (mark, st.failures.iter().map(|f| (f.first, f.last)).collect())
+    }
+
+    /// Forgets the failed rounds whose records are all below `seq`.
+    pub(crate) fn forget_failures(&self, seq: u64) {
+        let mut st = self.st.lock();
+        st.failures.retain(|f| f.last >= seq);
     }
 
     /// Makes every record appended so far durable.
@@ -203,7 +240,7 @@ impl WalWriter {
                 self.wait_round(&mut st, target);
                 continue;
             }
-            self.lead(&mut st, true, false);
+            self.lead(&mut st, true, false, false);
         }
     }
 
@@ -220,7 +257,7 @@ impl WalWriter {
                 self.wait_round(&mut st, target);
                 continue;
             }
-            self.lead(&mut st, true, true);
+            self.lead(&mut st, true, true, false);
             if let Some(cause) = &st.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
@@ -309,11 +346,54 @@ impl WalWriter {
         self.st.lock().poisoned.clone()
     }
 
+    /// Before a durable round that follows a round of several writers: when the writers of
+    /// the last round and those pending are more than those pending, waits for the missing
+    /// ones to append (they come back with their next batch while this round would already
+    /// be syncing), for at most half the last sync's duration (and 1 ms). Without it, writers
+    /// that keep writing settle into two halves syncing in turn, each sync serving half of
+    /// them. A wait that ends without them turns gathering off for the next 8 rounds, so that
+    /// writers who do not come back soon cost little; a lone writer never waits.
+    fn gather(&self, st: &mut MutexGuard<'_, State>) {
+        if st.last_writers.len() < 2 {
+            return;
+        }
+        if st.gather_skip > 0 {
+            st.gather_skip -= 1;
+            return;
+        }
+        let mut expected: Vec<u64> = st.pending_writers.iter().chain(&st.last_writers).copied().collect();
+        expected.sort_unstable();
+        expected.dedup();
+        let target = expected.len();
+        if target <= st.pending_writers.len() {
+            return;
+        }
+        let deadline = Instant::now() + st.last_sync.min(Duration::from_millis(1));
+        st.gathering = true;
+        st.gather_target = target;
+        while st.pending_writers.len() < target && st.poisoned.is_none() {
+            if self.gather_cv.wait_until(st, deadline).timed_out() {
+                if st.pending_writers.len() < target {
+                    st.gather_skip = 8;
+                }
+                break;
+            }
+        }
+        st.gathering = false;
+    }
+
     /// One round of I/O as leader. Called with the lock held; releases it during I/O.
-    fn lead(&self, st: &mut MutexGuard<'_, State>, need_sync: bool, force_rotate: bool) {
+    /// With `gather` (a durable write's round), the leader may first wait for more writers
+    /// ([`WalWriter::gather`]).
+    fn lead(&self, st: &mut MutexGuard<'_, State>, need_sync: bool, force_rotate: bool, gather: bool) {
         st.leader = true;
         st.round += 1;
         st.round_last = st.pending_last.max(st.round_last);
+        if gather {
+            self.gather(st);
+        }
+        let writers = std::mem::take(&mut st.pending_writers);
+        st.last_writers = writers;
         let spare = std::mem::take(&mut st.spare);
         let mut buf = std::mem::replace(&mut st.pending, spare);
         let (first, last) = (st.pending_first, st.pending_last);
@@ -327,6 +407,7 @@ impl WalWriter {
         let mut poison: Option<String> = None;
         let mut synced = false;
         let mut rotated: Option<LogFile> = None;
+        let mut sync_time = Duration::ZERO;
         MutexGuard::unlocked(st, || {
             if !buf.is_empty() {
                 match active.file.write_all(&buf) {
@@ -355,8 +436,12 @@ impl WalWriter {
                 }
             }
             if poison.is_none() && write_err.is_none() && (need_sync || rotate) {
+                let t = Instant::now();
                 match active.file.sync_data() {
-                    Ok(()) => synced = true,
+                    Ok(()) => {
+                        synced = true;
+                        sync_time = t.elapsed();
+                    }
                     Err(e) => poison = Some(format!("log sync failed: {e}")),
                 }
             }
@@ -381,17 +466,14 @@ impl WalWriter {
         }
         st.active = Some(active);
         st.leader = false;
+        if synced {
+            st.last_sync = sync_time;
+        }
         if let Some(p) = poison {
             st.poisoned = Some(p);
         } else if let Some(e) = write_err {
             if first != 0 {
-                st.failures.push(Failure {
-                    first,
-                    last,
-                    remaining: last - first + 1,
-                    kind: e.kind(),
-                    message: e.to_string(),
-                });
+                st.failures.push(Failure { first, last, kind: e.kind(), message: e.to_string() });
                 st.written = st.written.max(last);
             }
         } else {
@@ -413,6 +495,14 @@ impl WalWriter {
         }
         self.cvs[this].notify_all();
     }
+}
+
+/// A small number naming the calling thread (writers are told apart by it).
+fn writer_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    ID.with(|id| *id)
 }
 
 /// Creates log file `number` with its header, durably (file synced, directory synced): the
