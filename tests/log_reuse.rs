@@ -84,6 +84,7 @@ fn a_flushed_log_file_is_reused_and_cut_at_a_clean_close() {
     db.close().unwrap();
     let cut = len(&fs, &active);
     assert!(cut < old_len, "close leaves the old bytes: {cut} of {old_len}");
+    assert!(!names(&fs).contains(&"wal.spare".to_string()), "close leaves the spare: {:?}", names(&fs));
 
     let db = Db::open(DIR, opts(&fs)).unwrap();
     let r = db.recovery_report();
@@ -187,6 +188,8 @@ fn a_spare_full_of_garbage_is_harmless() {
         db.write(&batch(n)).unwrap();
     }
     db.flush().unwrap();
+    // A crash keeps the spare (a clean close removes it).
+    let fs = fs.crash(CrashMode::KeepAll);
     drop(db);
     let dir = Path::new(DIR);
     let n = len(&fs, "wal.spare") as usize;

@@ -322,9 +322,15 @@ impl WalWriter {
     }
 
     /// Cuts the old bytes off the end of the log file when it is a reused one, so that a
-    /// clean shutdown leaves no stale tail for recovery to report. Call after the last write;
-    /// a failure only leaves the tail, which recovery cuts as a torn tail.
+    /// clean shutdown leaves no stale tail for recovery to report, and removes the spare: a
+    /// closed database does not keep a log file's worth of disk for its next session (which
+    /// makes a new spare at its first flush). Call after the last write; a failure only
+    /// leaves the tail, which recovery cuts as a torn tail, or the spare, which the next
+    /// session reuses.
     pub(crate) fn close(&self) {
+        if self.spare.lock().take().is_some() {
+            let _ = self.fs.remove(&self.spare_path());
+        }
         let mut st = self.st.lock();
         while st.leader {
             let round = st.round;
