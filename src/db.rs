@@ -178,8 +178,8 @@ pub(crate) struct Inner {
     /// The durable manifest; changed only by the background thread.
     manifest: Mutex<Manifest>,
     next_segment_id: AtomicU64,
-    /// Sequence number of the next batch to enter the memtable; batches enter in order, and a
-    /// writer holds this lock while it inserts (so a freeze never splits a batch).
+    /// The next record to apply and the registered jobs ([`Ticket`]); records are applied
+    /// under this lock, in order (so a freeze, which takes it, never splits one).
     ticket: Mutex<Ticket>,
     /// Writers waiting for their record to be applied: the writer of `seq` waits on
     /// `ticket_cvs[seq % TICKET_STRIPES]` (all with the `ticket` mutex).

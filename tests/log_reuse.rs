@@ -45,6 +45,20 @@ fn len(fs: &SimFs, name: &str) -> u64 {
     fs.file_len(&Path::new(DIR).join(name)).unwrap()
 }
 
+/// The files after writing batches 0..20, flushing and crashing (a crash keeps the spare; a
+/// clean close removes it).
+fn spare_after_a_crash(seed: u64) -> SimFs {
+    let fs = SimFs::new(seed);
+    let db = Db::open(DIR, opts(&fs)).unwrap();
+    for n in 0..20 {
+        db.write(&batch(n)).unwrap();
+    }
+    db.flush().unwrap();
+    let after = fs.crash(CrashMode::KeepAll);
+    drop(db);
+    after
+}
+
 /// Writes batches 0..40 with two flushes between, so that the log file now in use is the
 /// first one reused (holding old records past its header), and returns the spare's old length.
 fn reuse_once(db: &Db, fs: &SimFs) -> u64 {
@@ -148,16 +162,9 @@ fn a_torn_first_record_of_a_reused_file_is_a_torn_tail() {
 /// log file whose header names the old number: a torn creation, removed on open.
 #[test]
 fn a_reused_file_with_its_old_header_is_a_torn_creation() {
-    let fs = SimFs::new(9);
-    let db = Db::open(DIR, opts(&fs)).unwrap();
-    for n in 0..20 {
-        db.write(&batch(n)).unwrap();
-    }
-    db.flush().unwrap();
+    let after = spare_after_a_crash(9);
     let spare =
-        fs.read(&Path::new(DIR).join("wal.spare")).unwrap_or_else(|e| panic!("{e}: {:?}", names(&fs)));
-    let after = fs.crash(CrashMode::KeepAll);
-    drop(db);
+        after.read(&Path::new(DIR).join("wal.spare")).unwrap_or_else(|e| panic!("{e}: {:?}", names(&after)));
     // As if the rename to the next number had happened and nothing after it.
     let next = logs(&after).pop().unwrap().replace("0002.log", "0003.log");
     let dir = Path::new(DIR);
@@ -182,15 +189,7 @@ fn a_reused_file_with_its_old_header_is_a_torn_creation() {
 /// after a crash is cut as a torn tail.
 #[test]
 fn a_spare_full_of_garbage_is_harmless() {
-    let fs = SimFs::new(21);
-    let db = Db::open(DIR, opts(&fs)).unwrap();
-    for n in 0..20 {
-        db.write(&batch(n)).unwrap();
-    }
-    db.flush().unwrap();
-    // A crash keeps the spare (a clean close removes it).
-    let fs = fs.crash(CrashMode::KeepAll);
-    drop(db);
+    let fs = spare_after_a_crash(21);
     let dir = Path::new(DIR);
     let n = len(&fs, "wal.spare") as usize;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;

@@ -526,8 +526,7 @@ fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64, spare: &Mutex<Optio
             fs.rename(&dir.join(super::SPARE_NAME), &path).map_err(|e| Error::io("rename log", &path, e))?;
             fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
             let mut file = fs.reopen(&path).map_err(|e| Error::io("open log", &path, e))?;
-            file.write_all(&format::header(number)).map_err(|e| Error::io("write log", &path, e))?;
-            file.sync_data().map_err(|e| Error::io("sync log", &path, e))?;
+            write_header(file.as_mut(), &path, number)?;
             Ok(Active { file, number, len: HEADER_LEN as u64, max_seq: 0, stale_tail: true })
         })();
         match reused {
@@ -541,8 +540,7 @@ fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64, spare: &Mutex<Optio
     drop(spare);
     let result: Result<Active> = (|| {
         let mut file = fs.create(&path).map_err(|e| Error::io("create log", &path, e))?;
-        file.write_all(&format::header(number)).map_err(|e| Error::io("write log", &path, e))?;
-        file.sync_data().map_err(|e| Error::io("sync log", &path, e))?;
+        write_header(file.as_mut(), &path, number)?;
         fs.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
         Ok(Active { file, number, len: HEADER_LEN as u64, max_seq: 0, stale_tail: false })
     })();
@@ -550,4 +548,10 @@ fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64, spare: &Mutex<Optio
         let _ = fs.remove(&path);
     }
     result
+}
+
+/// Writes and syncs the header of log file `number`.
+fn write_header(file: &mut dyn WriteFile, path: &Path, number: u64) -> Result<()> {
+    file.write_all(&format::header(number)).map_err(|e| Error::io("write log", path, e))?;
+    file.sync_data().map_err(|e| Error::io("sync log", path, e))
 }
