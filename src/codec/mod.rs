@@ -36,6 +36,21 @@ pub use ts::{decode_timestamps, encode_timestamps};
 pub(crate) use float::{decode_f64_bits_append, encode_f64_hinted};
 pub(crate) use int::{decode_i64_bits_append, encode_i64_hinted};
 
+/// True when the CPU has AVX2 (std detects it once and caches the answer). The hot decode
+/// loops have a copy compiled for AVX2, chosen at run time, so a crate built for the
+/// x86-64 baseline still decodes with 256-bit vectors where the CPU allows.
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The largest number of rows of a block (and so the largest `n` of a chunk).
 pub const BLOCK_ROWS_MAX: usize = 65_536;
 
