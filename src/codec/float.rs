@@ -483,21 +483,9 @@ fn extend_div_avx2(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 {
     extend_div_fma(out, digits, p)
 }
 
-/// True when the CPU has AVX2 and FMA.
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::has_avx2() && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 fn extend_div_dispatch(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if super::has_avx2_fma() {
         // SAFETY: `extend_div_avx2` only needs AVX2 and FMA, which the CPU was just checked
         // to have; the function itself is safe code.
         return unsafe { extend_div_avx2(out, digits, p) };
@@ -619,7 +607,7 @@ mod tests {
     /// across the whole digit range (both signs, every magnitude, the ends of the range).
     #[test]
     fn fma_quotient_is_the_correctly_rounded_division() {
-        if !has_avx2_fma() {
+        if !crate::codec::has_avx2_fma() {
             eprintln!("NOTICE: CPU without AVX2+FMA; the division-free quotient is not used here");
             return;
         }

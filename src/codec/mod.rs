@@ -51,6 +51,19 @@ pub(crate) fn has_avx2() -> bool {
     }
 }
 
+/// True when the CPU has AVX2 and FMA (decimal scaling's division-free quotient).
+#[inline(always)]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2() && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The largest number of rows of a block (and so the largest `n` of a chunk).
 pub const BLOCK_ROWS_MAX: usize = 65_536;
 
