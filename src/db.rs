@@ -257,20 +257,30 @@ struct Ticket {
     abandoned: Vec<u64>,
 }
 
-/// Guards a registered job's borrow: dropped before `commit` returns (also when unwinding),
-/// it takes the ticket lock (under which jobs run, so the job is then either finished or not
-/// started) and drops the job if it has not run.
+/// Guards a registered job's borrow: dropped before `commit` returns (also when unwinding).
+/// Nothing to do once the job is known to have run (`applied`). Otherwise (the record
+/// failed, or the writer is unwinding) it takes the ticket lock (under which jobs run, so the
+/// job is then either finished or not started), drops the job if it has not run and has its
+/// turn passed over (`abandoned`) if it has not come; only then does it tell the log that
+/// this writer is done with the record ([`crate::wal::writer::WalWriter::release`]), so that the
+/// record is known as failed, or as abandoned, to whoever applies records in order.
 struct TicketGuard<'a> {
     inner: &'a Inner,
     seq: u64,
+    applied: bool,
 }
 
 impl Drop for TicketGuard<'_> {
     fn drop(&mut self) {
+        if self.applied {
+            return;
+        }
         let mut t = self.inner.ticket.lock();
         if t.jobs.remove(&self.seq).is_some() && t.next <= self.seq {
             t.abandoned.push(self.seq);
         }
+        drop(t);
+        self.inner.wal.release(self.seq);
     }
 }
 
@@ -792,7 +802,7 @@ impl Inner {
         let mut crc = crc32fast::Hasher::new();
         crc.update(body);
         let seq = self.wal.append(body, &crc)?;
-        let guard = TicketGuard { inner: self, seq };
+        let mut guard = TicketGuard { inner: self, seq, applied: false };
         let job: ApplyJob<'_> = Box::new(apply);
         // SAFETY: only the lifetime changes. The job borrows this caller's data (the batch),
         // which lives until this function returns; `guard`, dropped before that (also on
@@ -803,18 +813,21 @@ impl Inner {
         self.ticket.lock().jobs.insert(seq, job);
         let durable = matches!(self.opts.sync, SyncPolicy::Always);
         let result = self.wal.wait(seq, durable);
-        let mut t = self.ticket.lock();
-        if result.is_err() {
-            // A failed round (passed over by `apply_ready`) or a poisoned log: the job never
-            // runs.
-            t.jobs.remove(&seq);
-        } else {
-            self.apply_ready(&mut t, durable);
-            while t.next <= seq {
-                self.ticket_cvs[(seq % TICKET_STRIPES as u64) as usize].wait(&mut t);
+        // On failure (a failed round, a poisoned log) the job never runs: the guard drops it
+        // and has its turn passed over.
+        if result.is_ok() {
+            // Usually the round's leader has applied this record by the time its other
+            // writers wake: they see it here without queueing for the ticket lock. A job
+            // stores its seq here only after running, and records run in order.
+            if self.visible_seq.load(Ordering::Acquire) < seq {
+                let mut t = self.ticket.lock();
+                self.apply_ready(&mut t, durable);
+                while t.next <= seq {
+                    self.ticket_cvs[(seq % TICKET_STRIPES as u64) as usize].wait(&mut t);
+                }
             }
+            guard.applied = true;
         }
-        drop(t);
         drop(guard);
         result
     }
@@ -827,11 +840,11 @@ impl Inner {
         let (mark, failed) = self.wal.settled(durable);
         while t.next <= mark {
             let n = t.next;
-            let job = if failed.iter().any(|&(a, b)| a <= n && n <= b) {
-                t.jobs.remove(&n);
-                None
-            } else if let Some(i) = t.abandoned.iter().position(|&a| a == n) {
+            let job = if let Some(i) = t.abandoned.iter().position(|&a| a == n) {
                 t.abandoned.swap_remove(i);
+                None
+            } else if failed.iter().any(|&(a, b)| a <= n && n <= b) {
+                t.jobs.remove(&n);
                 None
             } else {
                 match t.jobs.remove(&n) {
@@ -846,9 +859,6 @@ impl Inner {
                 self.visible_seq.store(n, Ordering::Release);
             }
             self.ticket_cvs[(n % TICKET_STRIPES as u64) as usize].notify_all();
-        }
-        if !failed.is_empty() {
-            self.wal.forget_failures(t.next);
         }
     }
 

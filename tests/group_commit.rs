@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::dump;
-use gemba::io::SimFs;
+use gemba::io::{FileSystem, SimFs};
 use gemba::{Db, Options, SyncPolicy, Value, WriteBatch};
 
 fn batch(t: usize, k: usize) -> WriteBatch {
@@ -140,4 +140,148 @@ fn concurrent_writes_of_the_same_keys_apply_in_log_order() {
         assert_eq!(db.recovery_report().records_replayed, 8 * 200 + 8 * 4, "{policy:?}");
         assert_eq!(dump(&db), live, "{policy:?}: the live values differ from the log's");
     }
+}
+
+/// A file system whose log writes fail now and then with a full disk (each failure rolled
+/// back by the log, which goes on).
+#[derive(Clone)]
+struct FlakyLog {
+    sim: SimFs,
+    writes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct FlakyFile {
+    fs: FlakyLog,
+    log: bool,
+    len: u64,
+    inner: Box<dyn gemba::io::WriteFile>,
+}
+
+impl gemba::io::WriteFile for FlakyFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        // A log file's header (its first write) goes through: only record writes fail.
+        if self.log
+            && self.len > 0
+            && self.fs.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 == 2
+        {
+            return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "injected: disk full"));
+        }
+        self.inner.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)?;
+        self.len = len;
+        Ok(())
+    }
+}
+
+impl FlakyLog {
+    fn wrap(
+        &self,
+        path: &std::path::Path,
+        inner: Box<dyn gemba::io::WriteFile>,
+    ) -> Box<dyn gemba::io::WriteFile> {
+        let log = path.file_name().unwrap().to_string_lossy().starts_with("wal-");
+        Box::new(FlakyFile { fs: self.clone(), log, len: 0, inner })
+    }
+}
+
+impl FileSystem for FlakyLog {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        self.sim.list(dir)
+    }
+    fn create(&self, path: &std::path::Path) -> std::io::Result<Box<dyn gemba::io::WriteFile>> {
+        let f = self.sim.create(path)?;
+        Ok(self.wrap(path, f))
+    }
+    fn reopen(&self, path: &std::path::Path) -> std::io::Result<Box<dyn gemba::io::WriteFile>> {
+        let f = self.sim.reopen(path)?;
+        Ok(self.wrap(path, f))
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        self.sim.read(path)
+    }
+    fn map(&self, path: &std::path::Path) -> std::io::Result<gemba::io::Bytes> {
+        self.sim.map(path)
+    }
+    fn file_len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        self.sim.file_len(path)
+    }
+    fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
+        self.sim.truncate(path, len)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.sim.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn lock(&self, path: &std::path::Path) -> std::io::Result<gemba::io::LockGuard> {
+        self.sim.lock(path)
+    }
+}
+
+/// Concurrent durable writers while every third log write fails (a disk filling and being
+/// freed): each writer is told the truth about its own batch, however the rounds fall and
+/// however late it wakes. A batch acknowledged is there, with its value, before and after a
+/// reopen; a batch refused left no trace.
+#[test]
+fn writers_of_failed_rounds_are_told_and_others_are_not_lost() {
+    let fs = FlakyLog { sim: SimFs::new(11), writes: Arc::new(std::sync::atomic::AtomicU64::new(0)) };
+    let opts = Options { fs: Arc::new(fs.clone()), ..Options::default() };
+    let db = Arc::new(Db::open("/db", opts.clone()).unwrap());
+    let (threads, per_thread) = (8usize, 150usize);
+    let outcomes: Vec<Vec<bool>> = (0..threads)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|k| {
+                        let mut b = WriteBatch::new();
+                        b.row(&format!("m{t}"), k as i64, [("v", (t * 1000 + k) as f64)]).unwrap();
+                        match db.write(&b) {
+                            Ok(()) => true,
+                            Err(e) if e.is_disk_full() => false,
+                            Err(e) => panic!("unexpected error: {e}"),
+                        }
+                    })
+                    .collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let refused = outcomes.iter().flatten().filter(|ok| !**ok).count();
+    println!("{refused} of {} batches refused", threads * per_thread);
+    assert!(refused > 0 && refused < threads * per_thread);
+    let expect = |db: &Db| {
+        let got = dump(db);
+        for (t, ks) in outcomes.iter().enumerate() {
+            for (k, ok) in ks.iter().enumerate() {
+                let row = got.get(&(format!("m{t}"), k as i64));
+                if *ok {
+                    let row = row.unwrap_or_else(|| panic!("acknowledged batch m{t}/{k} lost"));
+                    assert_eq!(row["v"], Value::F64((t * 1000 + k) as f64));
+                } else {
+                    assert!(row.is_none(), "refused batch m{t}/{k} applied");
+                }
+            }
+        }
+    };
+    expect(&db);
+    Arc::into_inner(db).unwrap().close().unwrap();
+    let db = Db::open("/db", opts).unwrap();
+    expect(&db);
 }

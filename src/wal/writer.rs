@@ -26,7 +26,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -47,12 +48,21 @@ struct Active {
 }
 
 /// A round whose `write` failed: the waiters of seqs `first..=last` each receive the error.
-/// Kept until [`WalWriter::forget_failures`] says every record of it has been passed over.
+/// Kept until each of them is done with it (`uncollected` counts those that are not; see
+/// [`WalWriter::release`]).
 struct Failure {
     first: u64,
     last: u64,
+    uncollected: u64,
     kind: std::io::ErrorKind,
     message: String,
+}
+
+/// A writer asleep until round `round` ends (or until it is picked to lead that round, when
+/// it is the one after the round in flight).
+struct Sleeper {
+    round: u64,
+    thread: Thread,
 }
 
 struct State {
@@ -84,6 +94,7 @@ struct State {
     gather_skip: u32,
     failures: Vec<Failure>,
     poisoned: Option<String>,
+    sleepers: Vec<Sleeper>,
     /// `None` only while a leader is doing I/O with it.
     active: Option<Active>,
     /// Log files no longer written to, oldest first.
@@ -98,11 +109,15 @@ pub(crate) struct WalWriter {
     dir: PathBuf,
     file_bytes_max: u64,
     st: Mutex<State>,
-    /// Waiters by round parity: those whose record (or sync target) the round in flight
-    /// covers wait on `cvs[round % 2]`; those pending for the next round on the other. When a
-    /// round ends, its waiters all wake, and of the next round's only one, to lead it: the
-    /// next round starts without waiting for the finished round's writers to be scheduled.
-    cvs: [Condvar; 2],
+    /// `State::written` and `State::synced`, readable without the lock: a writer woken at the
+    /// end of its round sees that its record is done without queueing for `st` behind the
+    /// round's other writers (each of which would wake the next on unlock, a chain of
+    /// wake-ups costing more than the sync on two cores).
+    written: AtomicU64,
+    synced: AtomicU64,
+    /// Set while there are failures or the log is poisoned: the marks alone do not tell, and
+    /// waiters must look under the lock.
+    trouble: AtomicBool,
     /// Wakes a leader gathering a round.
     gather_cv: Condvar,
     /// Bytes of the spare file, if there is one. Held while renaming a file to or from it.
@@ -140,6 +155,7 @@ impl WalWriter {
             gather_skip: 0,
             failures: Vec::new(),
             poisoned: None,
+            sleepers: Vec::new(),
             active: Some(active),
             closed: existing,
             rotate: false,
@@ -150,7 +166,9 @@ impl WalWriter {
             dir: dir.to_path_buf(),
             file_bytes_max,
             st: Mutex::new(st),
-            cvs: [Condvar::new(), Condvar::new()],
+            written: AtomicU64::new(last_seq),
+            synced: AtomicU64::new(last_seq),
+            trouble: AtomicBool::new(false),
             gather_cv: Condvar::new(),
             spare,
         })
@@ -181,10 +199,14 @@ impl WalWriter {
     }
 
     /// Waits until record `seq` is written to the OS, and with `durable` also synced.
-    /// Fails when its round failed or the log is poisoned.
+    /// Fails when its round failed or the log is poisoned. A writer whose record failed, or
+    /// who gives up on it without waiting, calls [`WalWriter::release`] once done with it.
     pub(crate) fn wait(&self, seq: u64, durable: bool) -> Result<()> {
-        let mut st = self.st.lock();
         loop {
+            if self.done(seq, durable) {
+                return Ok(());
+            }
+            let mut st = self.st.lock();
             if let Some(f) = st.failures.iter().find(|f| f.first <= seq && seq <= f.last) {
                 let e = std::io::Error::new(f.kind, f.message.clone());
                 return Err(Error::io("write log", self.dir.clone(), e));
@@ -197,39 +219,86 @@ impl WalWriter {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
-                self.wait_round(&mut st, seq);
+                self.sleep(st, seq);
                 continue;
             }
-            self.lead(&mut st, durable, false, durable);
+            let wake = self.lead(&mut st, durable, false, durable);
+            drop(st);
+            wake_all(wake);
+        }
+    }
+
+    /// True when record `seq` is known, without the lock, to be written (synced, with
+    /// `durable`) and not failed.
+    fn done(&self, seq: u64, durable: bool) -> bool {
+        let mark = if durable { &self.synced } else { &self.written };
+        // The mark first: `trouble` is set before a mark moves over a failed record.
+        mark.load(Ordering::Acquire) >= seq && !self.trouble.load(Ordering::Acquire)
+    }
+
+    /// Says that the writer of record `seq` is done with it after [`WalWriter::wait`] failed,
+    /// or without waiting (it is unwinding), once it has made sure the record's effect will
+    /// never be applied. A failed round is forgotten when all its writers have said so:
+    /// forgotten earlier, a writer that wakes late would find its record "written" and report
+    /// success for a batch that is neither in the log nor applied, or its effect could be
+    /// applied by someone passing over the records in order.
+    pub(crate) fn release(&self, seq: u64) {
+        let mut st = self.st.lock();
+        if let Some(i) = st.failures.iter().position(|f| f.first <= seq && seq <= f.last) {
+            let f = &mut st.failures[i];
+            f.uncollected -= 1;
+            if f.uncollected == 0 {
+                st.failures.swap_remove(i);
+                self.publish(&st);
+            }
+        }
+    }
+
+    /// Publishes the marks and the trouble flag of `st` for [`WalWriter::done`].
+    fn publish(&self, st: &State) {
+        let trouble = st.poisoned.is_some() || !st.failures.is_empty();
+        if trouble {
+            self.trouble.store(true, Ordering::Release);
+        }
+        self.written.store(st.written, Ordering::Release);
+        self.synced.store(st.synced, Ordering::Release);
+        if !trouble {
+            self.trouble.store(false, Ordering::Release);
         }
     }
 
     /// Sleeps until the round in flight ends (when it covers `seq`) or until this waiter may
-    /// lead the next one (when `seq` is pending). Called with a leader active.
-    fn wait_round(&self, st: &mut MutexGuard<'_, State>, seq: u64) {
+    /// lead the next one (when `seq` is pending). Called with a leader active; the caller
+    /// locks again and looks again (a wake-up may be spurious).
+    fn sleep(&self, mut st: MutexGuard<'_, State>, seq: u64) {
         let round = if seq <= st.round_last { st.round } else { st.round + 1 };
-        self.cvs[(round % 2) as usize].wait(st);
+        st.sleepers.push(Sleeper { round, thread: std::thread::current() });
+        drop(st);
+        std::thread::park();
     }
 
     /// What is settled: every record up to the returned mark is written (synced, with
-    /// `durable`) or failed, and the failed ones lie in the returned ranges.
+    /// `durable`) or failed, and the failed ones lie in the returned ranges (those whose
+    /// writers have not all collected the failure yet; records of a collected failure are
+    /// passed over by their writers).
     pub(crate) fn settled(&self, durable: bool) -> (u64, Vec<(u64, u64)>) {
+        if !self.trouble.load(Ordering::Acquire) {
+            let mark = if durable { &self.synced } else { &self.written };
+            let mark = mark.load(Ordering::Acquire);
+            if !self.trouble.load(Ordering::Acquire) {
+                return (mark, Vec::new());
+            }
+        }
         let st = self.st.lock();
         let mark = if durable { st.synced } else { st.written };
         (mark, st.failures.iter().map(|f| (f.first, f.last)).collect())
     }
 
-    /// Forgets the failed rounds whose records are all below `seq`.
-    pub(crate) fn forget_failures(&self, seq: u64) {
-        let mut st = self.st.lock();
-        st.failures.retain(|f| f.last >= seq);
-    }
-
     /// Makes every record appended so far durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        let mut st = self.st.lock();
-        let target = st.next_seq - 1;
+        let target = self.st.lock().next_seq - 1;
         loop {
+            let mut st = self.st.lock();
             if st.synced >= target {
                 return Ok(());
             }
@@ -237,29 +306,34 @@ impl WalWriter {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
-                self.wait_round(&mut st, target);
+                self.sleep(st, target);
                 continue;
             }
-            self.lead(&mut st, true, false, false);
+            let wake = self.lead(&mut st, true, false, false);
+            drop(st);
+            wake_all(wake);
         }
     }
 
     /// Writes and syncs everything appended so far, then starts a new log file, so that the
     /// old ones can be removed once their records are in segment files.
     pub(crate) fn rotate(&self) -> Result<()> {
-        let mut st = self.st.lock();
         loop {
+            let mut st = self.st.lock();
             if let Some(cause) = &st.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.leader {
                 let target = st.next_seq - 1;
-                self.wait_round(&mut st, target);
+                self.sleep(st, target);
                 continue;
             }
-            self.lead(&mut st, true, true, false);
-            if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned { cause: cause.clone() });
+            let wake = self.lead(&mut st, true, true, false);
+            let poisoned = st.poisoned.clone();
+            drop(st);
+            wake_all(wake);
+            if let Some(cause) = poisoned {
+                return Err(Error::Poisoned { cause });
             }
             // A rotation that could not create its new file is retried by a later round.
             return Ok(());
@@ -333,8 +407,9 @@ impl WalWriter {
         }
         let mut st = self.st.lock();
         while st.leader {
-            let round = st.round;
-            self.cvs[(round % 2) as usize].wait(&mut st);
+            let round_last = st.round_last;
+            self.sleep(st, round_last);
+            st = self.st.lock();
         }
         if st.poisoned.is_some() {
             return;
@@ -349,6 +424,9 @@ impl WalWriter {
 
     /// Why the log is poisoned, if it is.
     pub(crate) fn poisoned(&self) -> Option<String> {
+        if !self.trouble.load(Ordering::Acquire) {
+            return None;
+        }
         self.st.lock().poisoned.clone()
     }
 
@@ -390,8 +468,18 @@ impl WalWriter {
 
     /// One round of I/O as leader. Called with the lock held; releases it during I/O.
     /// With `gather` (a durable write's round), the leader may first wait for more writers
-    /// ([`WalWriter::gather`]).
-    fn lead(&self, st: &mut MutexGuard<'_, State>, need_sync: bool, force_rotate: bool, gather: bool) {
+    /// ([`WalWriter::gather`]). Returns the writers to wake once the caller has let go of the
+    /// lock ([`wake_all`]): all of the round's, and of the next round's (records that arrived
+    /// meanwhile) one, to lead it, so that the next round starts without waiting for the
+    /// finished round's writers to be scheduled.
+    #[must_use]
+    fn lead(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        need_sync: bool,
+        force_rotate: bool,
+        gather: bool,
+    ) -> Vec<Thread> {
         st.leader = true;
         st.round += 1;
         st.round_last = st.pending_last.max(st.round_last);
@@ -479,7 +567,14 @@ impl WalWriter {
             st.poisoned = Some(p);
         } else if let Some(e) = write_err {
             if first != 0 {
-                st.failures.push(Failure { first, last, kind: e.kind(), message: e.to_string() });
+                let uncollected = last - first + 1;
+                st.failures.push(Failure {
+                    first,
+                    last,
+                    uncollected,
+                    kind: e.kind(),
+                    message: e.to_string(),
+                });
                 st.written = st.written.max(last);
             }
         } else {
@@ -492,14 +587,31 @@ impl WalWriter {
         }
         buf.clear();
         st.spare = buf;
-        let (this, next) = ((st.round % 2) as usize, ((st.round + 1) % 2) as usize);
-        if st.poisoned.is_some() {
-            self.cvs[next].notify_all();
-        } else if st.pending_first != 0 {
-            // One of the writers whose records arrived meanwhile leads the next round.
-            self.cvs[next].notify_one();
+        self.publish(st);
+        let (round, poisoned) = (st.round, st.poisoned.is_some());
+        let mut wake = Vec::with_capacity(st.sleepers.len());
+        if !poisoned
+            && st.pending_first != 0
+            && let Some(i) = st.sleepers.iter().position(|s| s.round > round)
+        {
+            wake.push(st.sleepers.swap_remove(i).thread);
         }
-        self.cvs[this].notify_all();
+        let mut i = 0;
+        while i < st.sleepers.len() {
+            if poisoned || st.sleepers[i].round <= round {
+                wake.push(st.sleepers.swap_remove(i).thread);
+            } else {
+                i += 1;
+            }
+        }
+        wake
+    }
+}
+
+/// Wakes the writers [`WalWriter::lead`] returned.
+fn wake_all(threads: Vec<Thread>) {
+    for t in threads {
+        t.unpark();
     }
 }
 
@@ -554,4 +666,45 @@ fn create_file(fs: &dyn FileSystem, dir: &Path, number: u64, spare: &Mutex<Optio
 fn write_header(file: &mut dyn WriteFile, path: &Path, number: u64) -> Result<()> {
     file.write_all(&format::header(number)).map_err(|e| Error::io("write log", path, e))?;
     file.sync_data().map_err(|e| Error::io("sync log", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Fault, FaultKind, SimFs};
+
+    fn append(w: &WalWriter, body: &[u8]) -> u64 {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(body);
+        w.append(body, &crc).unwrap()
+    }
+
+    /// A failed round's error reaches each of its writers however late they wake: other
+    /// writers' later rounds, and the records applied meanwhile, do not make it forgotten.
+    #[test]
+    fn a_failed_round_is_reported_to_every_writer_of_it() {
+        let fs = SimFs::new(1);
+        fs.create_dir_all(Path::new("/db")).unwrap();
+        let w = WalWriter::open(Arc::new(fs.clone()), Path::new("/db"), 1 << 20, Vec::new(), 0).unwrap();
+        let (a, b) = (append(&w, b"\x01first"), append(&w, b"\x01second"));
+        fs.set_fault(Some(Fault { at: fs.ops() + 1, kind: FaultKind::NoSpace, sticky: false }));
+        // Writer a leads the round holding a and b; its write fails.
+        assert!(matches!(w.wait(a, true), Err(Error::Io { .. })));
+        w.release(a);
+        // Another writer's record goes through in the next round.
+        let c = append(&w, b"\x01third");
+        w.wait(c, true).unwrap();
+        // Whoever applies records in order now passes over b as failed...
+        assert_eq!(w.settled(true), (c, vec![(a, b)]));
+        assert!(w.poisoned().is_none());
+        // ...and b's writer, waking only now, is told its record failed.
+        assert!(matches!(w.wait(b, true), Err(Error::Io { .. })));
+        assert_eq!(w.settled(true), (c, vec![(a, b)]));
+        w.release(b);
+        // Both writers are done with it: the failure is forgotten.
+        assert_eq!(w.settled(true), (c, vec![]));
+        let d = append(&w, b"\x01fourth");
+        w.wait(d, false).unwrap();
+        assert_eq!(w.settled(false), (d, vec![]));
+    }
 }
