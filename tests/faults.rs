@@ -684,6 +684,121 @@ fn disk_full_rejects_writes_keeps_data_and_recovers() {
     assert!(failures.is_empty(), "{}", failures[0]);
 }
 
+/// Several writers fill the disk together (with flushes, log rotation and compaction in the
+/// background): each writer is told the truth about each of its own batches. Returns a
+/// description of the case or of the first violation.
+fn concurrent_disk_full_case(capacity: u64, writers: u64) -> Result<String, String> {
+    let fs = SimFs::new(capacity);
+    fs.set_capacity(Some(capacity));
+    let db = match Db::open(DIR, full_opts(&fs)) {
+        Ok(db) => Arc::new(db),
+        Err(e) if e.is_disk_full() => return Ok("open: disk full".into()),
+        Err(e) => return Err(format!("open failed with {e}, not a disk-full error")),
+    };
+    // Writer t writes batches t, t + writers, t + 2 * writers, ... until the disk has refused
+    // three of them; batches of different writers share machines.
+    let outcomes: Vec<Result<(Vec<u64>, u64), String>> = (0..writers)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let (mut acked, mut refused) = (Vec::new(), 0);
+                for k in 0..1000 {
+                    let n = k * writers + t;
+                    match db.write(&SPEC.batch(n)) {
+                        Ok(()) => acked.push(n),
+                        Err(e) if e.is_disk_full() => refused += 1,
+                        Err(e) => return Err(format!("write {n}: {e} is not a disk-full error")),
+                    }
+                    if refused == 3 {
+                        return Ok((acked, k + 1));
+                    }
+                }
+                Err("the disk never filled up".to_string())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err("a writer panicked".into())))
+        .collect();
+    let mut acked = BTreeSet::new();
+    let mut next = 0;
+    for o in outcomes {
+        let (a, issued) = o?;
+        acked.extend(a);
+        next = next.max(issued * writers);
+    }
+    let none = BTreeSet::new();
+    let check = |db: &Db, acked: &BTreeSet<u64>, issued: u64, when: &str| -> Result<(), String> {
+        let got = try_dump(db).map_err(|e| format!("{when}: {e}"))?;
+        let present = SPEC.present(&got, issued).map_err(|e| format!("{when}: {e}"))?;
+        // A refused batch left no trace: present is exactly what was acknowledged.
+        check_present(&present, acked, &none).map_err(|e| format!("{when}: {e}"))
+    };
+    check(&db, &acked, next, "while full")?;
+    let before_full = acked.len();
+    // Space returns: every writer goes on (a write that must wait for the flush thread's
+    // retry is refused with its last error for a moment: retried for up to a second).
+    fs.set_capacity(None);
+    let outcomes: Vec<Result<Vec<u64>, String>> = (0..writers)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for k in 0..10 {
+                    let n = next + k * writers + t;
+                    let start = Instant::now();
+                    loop {
+                        match db.write(&SPEC.batch(n)) {
+                            Ok(()) => break,
+                            Err(e) if e.is_disk_full() && start.elapsed() < Duration::from_secs(1) => {
+                                std::thread::sleep(Duration::from_millis(5))
+                            }
+                            Err(e) => return Err(format!("write {n} after space returned: {e}")),
+                        }
+                    }
+                    acked.push(n);
+                }
+                Ok(acked)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err("a writer panicked".into())))
+        .collect();
+    for o in outcomes {
+        acked.extend(o?);
+    }
+    next += 10 * writers;
+    db.flush().map_err(|e| format!("flush after space returned: {e}"))?;
+    check(&db, &acked, next, "after space returned")?;
+    Arc::into_inner(db).expect("writers are done").close().map_err(|e| format!("close: {e}"))?;
+    // Everything acknowledged is durable, nothing refused came back.
+    let after = fs.crash(CrashMode::DropUnsynced);
+    let db = Db::open(DIR, full_opts(&after)).map_err(|e| format!("reopen: {e}"))?;
+    check(&db, &acked, next, "after reopen")?;
+    db.verify().map_err(|e| format!("verify: {e}"))?;
+    Ok(format!("{before_full} batches acknowledged before the disk was full, {} in all", acked.len()))
+}
+
+#[test]
+fn concurrent_writers_fill_the_disk_and_each_is_told_the_truth() {
+    count_panics();
+    let before = panics();
+    let mut failures = Vec::new();
+    for (i, cap) in (0..12u64).map(|i| 9_000 + i * 6_131).enumerate() {
+        match concurrent_disk_full_case(cap, 4) {
+            Ok(s) if i % 4 == 0 => println!("capacity {cap}: {s}"),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("capacity {cap}: {e}")),
+        }
+    }
+    for f in &failures {
+        println!("FAIL {f}");
+    }
+    assert_eq!(panics(), before, "a gemba background thread panicked");
+    assert!(failures.is_empty(), "{}", failures[0]);
+}
+
 /// A failed directory sync after the manifest's rename poisons the database, and reopening is
 /// the documented way out: the reopened database must hold everything acknowledged, whether
 /// the new manifest survived (no crash: the process just reopens) or not (power loss).
