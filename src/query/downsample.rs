@@ -187,6 +187,17 @@ impl Bucketing {
             Bucketing::Whole(start) => (start, i64::MAX),
         }
     }
+
+    /// At most how many buckets `n` values at timestamps from `lo` to `hi` fill.
+    fn most(&self, lo: Timestamp, hi: Timestamp, n: u64) -> u64 {
+        match *self {
+            Bucketing::Width { width, .. } => {
+                let spanned = (hi as i128 - lo as i128) / width as i128 + 2;
+                n.min(spanned.clamp(0, u64::MAX as i128) as u64)
+            }
+            Bucketing::Whole(_) => n.min(1),
+        }
+    }
 }
 
 /// A downsample being set up; see [`Db::downsample`] and [`Db::aggregate`].
@@ -377,6 +388,14 @@ pub(crate) struct SeriesBuilder {
 }
 
 impl SeriesBuilder {
+    /// Makes room for `n` more buckets (at most a few thousand: an estimate only saves
+    /// regrowing, which is also where two query threads met in the allocator's lock).
+    fn reserve(&mut self, n: u64) {
+        let n = n.min(1 << 12) as usize;
+        self.buckets.reserve(n);
+        self.accs.reserve(n);
+    }
+
     /// The accumulator of `bucket`, which is at or after the last one.
     #[inline]
     fn acc(&mut self, bucket: Timestamp, budget: &AtomicUsize) -> Result<&mut Acc> {
@@ -601,6 +620,7 @@ fn downsample_machine(
         let mut ts_cache: HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>> = HashMap::new();
         for (k, (_, fname, ty)) in sel.iter().enumerate() {
             let mut items = Vec::new();
+            let mut buckets = 0u64;
             // Per segment of the window: the deletes that hide values of this field in it.
             let mut dels: Vec<Vec<TimeRange>> = vec![Vec::new(); window.len()];
             for (si, (seg, mi)) in window.iter().enumerate() {
@@ -610,6 +630,7 @@ fn downsample_machine(
                 dels[si] = ranges_for(&snap.version.tombstones, &name, fname, seg.index.applied_seq);
                 for (bi, b) in mi.groups[g].blocks.iter().enumerate() {
                     if win_range.overlaps(b.ts_min, b.ts_max) && b.fields[pos].stats.count > 0 {
+                        buckets += bucketing.most(b.ts_min, b.ts_max, b.fields[pos].stats.count as u64);
                         items.push(Item {
                             ts_min: b.ts_min,
                             ts_max: b.ts_max,
@@ -623,9 +644,11 @@ fn downsample_machine(
                 let mut valid_ts = c.valid.ones().map(|i| mem_w.ts[i]);
                 if let Some(first) = valid_ts.next() {
                     let last = valid_ts.last().unwrap_or(first);
+                    buckets += bucketing.most(first, last, c.valid.count_ones() as u64);
                     items.push(Item { ts_min: first, ts_max: last, rank: usize::MAX, src: Src::Mem });
                 }
             }
+            builders[k].reserve(buckets);
             items.sort_by_key(|it| (it.ts_min, it.rank));
             let mut a = 0;
             while a < items.len() {
