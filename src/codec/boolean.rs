@@ -5,6 +5,7 @@ use super::{
     DecodeError, Desc, Reader, Result, TAG_B_BITMAP, TAG_B_CONST, TAG_B_RLE, finish_chunk, note, put_varint,
     read_header, unwrap_chunk,
 };
+use crate::model::Bitmap;
 
 /// Encodes booleans as one chunk appended to `out`.
 pub fn encode_bool(values: &[bool], out: &mut Vec<u8>) {
@@ -60,7 +61,55 @@ pub fn decode_bool(chunk: &[u8], n: usize, out: &mut Vec<bool>) -> Result<()> {
     res
 }
 
-pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<bool>, mut desc: Desc<'_>) -> Result<()> {
+/// Decodes a boolean chunk of `n` values into a bitmap: a validity chunk goes straight to the
+/// bitmap a read keeps, without a byte per row in between.
+pub(crate) fn decode_bool_bitmap(chunk: &[u8], n: usize) -> Result<Bitmap> {
+    let mut out = Bitmap::new();
+    unwrap_chunk(chunk, n).and_then(|plain| decode_desc(&plain, n, &mut out, None))?;
+    Ok(out)
+}
+
+/// Where decoded booleans go: bytes (`Vec<bool>`) or bits ([`Bitmap`]).
+pub(crate) trait BoolSink {
+    fn clear(&mut self);
+    fn len(&self) -> usize;
+    /// Appends `n` copies of `v`.
+    fn fill(&mut self, v: bool, n: usize);
+    /// Appends the low `take` (at most 8) bits of `bits`, lowest first.
+    fn bits(&mut self, bits: u8, take: usize);
+}
+
+impl BoolSink for Vec<bool> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn fill(&mut self, v: bool, n: usize) {
+        self.resize(Vec::len(self) + n, v);
+    }
+    fn bits(&mut self, bits: u8, take: usize) {
+        self.extend((0..take).map(|k| (bits >> k) & 1 != 0));
+    }
+}
+
+impl BoolSink for Bitmap {
+    fn clear(&mut self) {
+        *self = Bitmap::new();
+    }
+    fn len(&self) -> usize {
+        Bitmap::len(self)
+    }
+    fn fill(&mut self, v: bool, n: usize) {
+        self.extend_const(n, v);
+    }
+    fn bits(&mut self, bits: u8, take: usize) {
+        self.push_bits(bits, take);
+    }
+}
+
+pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut impl BoolSink, mut desc: Desc<'_>) -> Result<()> {
     out.clear();
     let mut r = Reader::new(chunk);
     match read_header(&mut r, n)? {
@@ -71,18 +120,17 @@ pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<bool>, mut desc:
                 _ => return Err(r.err("boolean byte not 0 or 1")),
             };
             note(&mut desc, "bool-const");
-            out.resize(n, v);
+            out.fill(v, n);
         }
         TAG_B_BITMAP => {
             let bytes = r.bytes(n.div_ceil(8))?;
             note(&mut desc, "bitmap");
-            out.reserve(n);
             for (i, &b) in bytes.iter().enumerate() {
                 let take = (n - i * 8).min(8);
                 if take < 8 && (b >> take) != 0 {
                     return Err(r.err("bitmap padding bits set"));
                 }
-                out.extend((0..take).map(|k| (b >> k) & 1 != 0));
+                out.bits(b, take);
             }
         }
         TAG_B_RLE => {
@@ -100,13 +148,12 @@ pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<bool>, mut desc:
             }
             let mut lens = Vec::new();
             decode_vec(&mut r, runs, 1, &mut lens, desc)?;
-            out.reserve(n);
             for &l in &lens {
                 let remaining = n - out.len();
                 if l < 0 || l as u64 >= remaining as u64 {
                     return Err(r.err("run lengths exceed n"));
                 }
-                out.resize(out.len() + l as usize + 1, v);
+                out.fill(v, l as usize + 1);
                 v = !v;
             }
             if out.len() != n {
@@ -128,6 +175,8 @@ mod tests {
         let mut back = Vec::new();
         decode_bool(&buf, v.len(), &mut back).unwrap();
         assert_eq!(back, v);
+        // The bitmap decoder agrees bit for bit.
+        assert_eq!(decode_bool_bitmap(&buf, v.len()).unwrap(), Bitmap::from_bools(v));
         buf.len()
     }
 

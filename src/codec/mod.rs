@@ -28,6 +28,7 @@ pub mod float;
 pub mod int;
 pub mod ts;
 
+pub(crate) use boolean::decode_bool_bitmap;
 pub use boolean::{decode_bool, encode_bool};
 pub use float::{decode_f64, encode_f64};
 pub use int::{decode_i64, encode_i64};

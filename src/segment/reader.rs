@@ -209,12 +209,10 @@ impl Segment {
                 let Some(vbytes) = bytes.get(5..5 + len) else {
                     return Err(bad("chunk ends early"));
                 };
-                let mut valid = Vec::new();
-                codec::decode_bool(vbytes, rows, &mut valid).map_err(|e| {
+                let bm = codec::decode_bool_bitmap(vbytes, rows).map_err(|e| {
                     let c5 = ChunkRef { offset: c.offset + 5, ..*c };
                     self.codec_err(&c5, e)
                 })?;
-                let bm = Bitmap::from_bools(&valid);
                 if bm.count_ones() != count {
                     return Err(bad("validity disagrees with the index's count"));
                 }
