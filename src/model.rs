@@ -388,20 +388,25 @@ impl Bitmap {
         self.len += take;
     }
 
-    /// Appends `n` copies of `v`.
+    /// Appends `n` copies of `v`: the rest of the current word under a mask, then whole words
+    /// (the bits past the end are kept zero).
     pub(crate) fn extend_const(&mut self, n: usize, v: bool) {
-        // Fill the current partial word bit by bit, then whole words.
+        let off = self.len % 64;
         let mut left = n;
-        while left > 0 && !self.len.is_multiple_of(64) {
-            self.push(v);
-            left -= 1;
+        if off != 0 && left > 0 {
+            let take = left.min(64 - off); // at most 63
+            if v {
+                let last = self.words.last_mut().expect("a partial word exists");
+                *last |= ((1u64 << take) - 1) << off;
+            }
+            self.len += take;
+            left -= take;
         }
-        let words = left / 64;
-        let fill = if v { u64::MAX } else { 0 };
-        self.words.extend(std::iter::repeat_n(fill, words));
-        self.len += words * 64;
-        for _ in 0..left % 64 {
-            self.push(v);
+        if left > 0 {
+            let fill = if v { u64::MAX } else { 0 };
+            self.words.extend(std::iter::repeat_n(fill, left.div_ceil(64)));
+            self.len += left;
+            self.clear_tail();
         }
     }
 
@@ -1001,6 +1006,27 @@ mod tests {
         }
         let ones: Vec<usize> = src.ones().collect();
         assert_eq!(ones, (0..300).filter(|&i| src.get(i)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn extend_const_matches_pushing_bit_by_bit() {
+        for start in 0..70usize {
+            for n in [0usize, 1, 2, 5, 63, 64, 65, 127, 128, 130, 200] {
+                for v in [false, true] {
+                    let mut a = Bitmap::new();
+                    let mut b = Bitmap::new();
+                    for i in 0..start {
+                        a.push(i % 2 == 0);
+                        b.push(i % 2 == 0);
+                    }
+                    a.extend_const(n, v);
+                    (0..n).for_each(|_| b.push(v));
+                    a.push(true);
+                    b.push(true);
+                    assert_eq!(a, b, "start {start} n {n} v {v}");
+                }
+            }
+        }
     }
 
     #[test]
