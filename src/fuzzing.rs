@@ -110,8 +110,20 @@ pub fn codec(data: &[u8]) {
         }
         _ => {
             let mut out = Vec::new();
-            if crate::codec::decode_bool(chunk, n, &mut out).is_ok() {
+            let bytes = crate::codec::decode_bool(chunk, n, &mut out);
+            if bytes.is_ok() {
                 assert_eq!(out.len(), n);
+            }
+            // Validity decodes straight to a bitmap: it must accept and reject exactly the
+            // same chunks, with the same bits.
+            match crate::codec::decode_bool_bitmap(chunk, n) {
+                Ok(bits) => {
+                    assert!(bytes.is_ok(), "the bitmap decoder accepted a chunk the byte decoder refused");
+                    assert_eq!(bits, crate::model::Bitmap::from_bools(&out));
+                }
+                Err(_) => {
+                    assert!(bytes.is_err(), "the bitmap decoder refused a chunk the byte decoder accepted")
+                }
             }
         }
     }
