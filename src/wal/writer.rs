@@ -242,6 +242,10 @@ impl WalWriter {
     /// forgotten earlier, a writer that wakes late would find its record "written" and report
     /// success for a batch that is neither in the log nor applied, or its effect could be
     /// applied by someone passing over the records in order.
+    ///
+    /// (A writer unwinding before its record's round has run releases nothing; should that
+    /// round then fail, its failure is kept for good and waiters take the locked path from
+    /// then on: slower, never wrong. Only a panic between `append` and `wait` does that.)
     pub(crate) fn release(&self, seq: u64) {
         let mut st = self.st.lock();
         if let Some(i) = st.failures.iter().position(|f| f.first <= seq && seq <= f.last) {
