@@ -546,8 +546,17 @@ pub(crate) struct BatchGroup {
     pub(crate) machine: String,
     pub(crate) ts: Vec<Timestamp>,
     pub(crate) fields: Vec<BatchField>,
+    /// Field positions by name, kept once the group has more than [`FIELDS_SCANNED`] fields
+    /// (below that a scan of the names is cheaper than hashing, and a batch of a few rows
+    /// does not pay for building a map).
     field_index: HashMap<String, usize>,
 }
+
+/// Most fields of a batch group found by scanning their names (see `BatchGroup::field_index`).
+const FIELDS_SCANNED: usize = 16;
+
+/// Rows a batch group makes room for at its first row.
+const ROWS_RESERVED: usize = 16;
 
 /// One field of a [`BatchGroup`]: a value per row (raw bits) and a validity bit per row.
 #[derive(Debug, Clone)]
@@ -567,9 +576,30 @@ impl BatchGroup {
         self.ts.len()
     }
 
+    /// The position of field `name`, if the group has it.
+    #[inline]
+    fn find(&self, name: &str) -> Option<usize> {
+        if self.fields.len() <= FIELDS_SCANNED {
+            self.fields.iter().position(|f| f.name == name)
+        } else {
+            self.field_index.get(name).copied()
+        }
+    }
+
+    /// Appends a field that the group does not have yet.
+    fn add(&mut self, f: BatchField) {
+        self.fields.push(f);
+        let n = self.fields.len();
+        if n == FIELDS_SCANNED + 1 {
+            self.field_index = self.fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        } else if n > FIELDS_SCANNED + 1 {
+            self.field_index.insert(self.fields[n - 1].name.clone(), n - 1);
+        }
+    }
+
     /// The index of `name`, adding the field (missing in every earlier row) if it is new.
     pub(crate) fn field_slot(&mut self, name: &str, ty: FieldType) -> Result<usize> {
-        if let Some(&i) = self.field_index.get(name) {
+        if let Some(i) = self.find(name) {
             let f = &self.fields[i];
             if f.ty != ty {
                 return Err(Error::TypeMismatch {
@@ -582,15 +612,18 @@ impl BatchGroup {
             return Ok(i);
         }
         validate_field_name(name)?;
+        Ok(self.add_new(name.to_string(), ty))
+    }
+
+    /// Adds field `name` (valid, and not in the group), missing in every row so far; room for
+    /// as many rows as the timestamps have, so a batch built row by row grows its columns
+    /// together instead of each from one value up.
+    fn add_new(&mut self, name: String, ty: FieldType) -> usize {
         let rows = self.rows();
-        self.fields.push(BatchField {
-            name: name.to_string(),
-            ty,
-            values: vec![0; rows],
-            valid: Bitmap::with_len(rows, false),
-        });
-        self.field_index.insert(name.to_string(), self.fields.len() - 1);
-        Ok(self.fields.len() - 1)
+        let mut values = Vec::with_capacity(self.ts.capacity().max(rows));
+        values.resize(rows, 0);
+        self.add(BatchField { name, ty, values, valid: Bitmap::with_len(rows, false) });
+        self.fields.len() - 1
     }
 
     pub(crate) fn points(&self) -> usize {
@@ -700,7 +733,7 @@ impl WriteBatch {
             let (n, v) = (n.as_ref(), v.into());
             let known = match g.fields.get(k) {
                 Some(f) if f.name == n => Some(k),
-                _ => g.field_index.get(n).copied(),
+                _ => g.find(n),
             };
             let dup = match known {
                 Some(i) => slots.iter().any(|&(j, _)| j == i),
@@ -735,8 +768,17 @@ impl WriteBatch {
             return Err(e);
         }
         let row = g.rows();
+        if g.ts.is_empty() {
+            // Room for a few rows at once: a batch built row by row otherwise reallocates
+            // every column at 4, 8 and 16 rows.
+            g.ts.reserve(ROWS_RESERVED);
+        }
         g.ts.push(ts);
+        let cap = g.ts.capacity();
         for f in &mut g.fields {
+            if f.values.len() == f.values.capacity() {
+                f.values.reserve_exact(cap - f.values.len());
+            }
             f.values.push(0);
             f.valid.push(false);
         }
@@ -746,8 +788,9 @@ impl WriteBatch {
             f.valid.set(row, true);
         }
         for (n, v) in new {
-            // A field new in this row is created sized to every row so far, this one included.
-            let i = g.field_slot(&n, v.field_type())?;
+            // A field new in this row (its name checked above) is created sized to every row
+            // so far, this one included.
+            let i = g.add_new(n, v.field_type());
             let f = &mut g.fields[i];
             f.values[row] = v.to_bits();
             f.valid.set(row, true);
@@ -800,7 +843,7 @@ impl WriteBatch {
         }
         let g = self.group(machine)?;
         for (n, c) in &columns {
-            if let Some(&i) = g.field_index.get(n.as_ref())
+            if let Some(i) = g.find(n.as_ref())
                 && g.fields[i].ty != c.field_type()
             {
                 return Err(Error::TypeMismatch {
@@ -858,11 +901,10 @@ impl WriteBatch {
 impl BatchGroup {
     /// Internal: a field decoded from the log, already sized to the group's rows.
     pub(crate) fn push_field(&mut self, f: BatchField) -> Result<()> {
-        if self.field_index.contains_key(&f.name) {
+        if self.find(&f.name).is_some() {
             return Err(Error::invalid(format!("field {:?} repeated", f.name)));
         }
-        self.field_index.insert(f.name.clone(), self.fields.len());
-        self.fields.push(f);
+        self.add(f);
         Ok(())
     }
 }
@@ -955,6 +997,48 @@ mod tests {
             Err(Error::TypeMismatch { .. })
         ));
         assert_eq!((b.rows(), b.points(), b.groups[0].fields.len()), (2, 5, 3));
+    }
+
+    #[test]
+    fn groups_of_many_fields_find_them_by_name() {
+        // Past FIELDS_SCANNED fields a group looks names up in a map: the same answers.
+        let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+        let mut b = WriteBatch::new();
+        for (r, shift) in [0usize, 7, 23].into_iter().enumerate() {
+            // Each row names the fields rotated, the later ones only a prefix (new fields
+            // appear row by row).
+            let k = 12 + 14 * r;
+            let row: Vec<(&str, f64)> = (0..k)
+                .map(|j| (names[(j + shift) % k].as_str(), (r * 100 + (j + shift) % k) as f64))
+                .collect();
+            b.row("m", r as i64, row).unwrap();
+        }
+        let g = &b.groups[0];
+        assert_eq!(g.fields.len(), 40);
+        for (r, k) in [(0usize, 12usize), (1, 26), (2, 40)] {
+            for (i, name) in names.iter().enumerate() {
+                let f = &g.fields[g.find(name).unwrap()];
+                assert_eq!(&f.name, name);
+                assert_eq!(f.valid.get(r), i < k, "row {r} field {i}");
+                if i < k {
+                    assert_eq!(f64::from_bits(f.values[r]), (r * 100 + i) as f64);
+                }
+            }
+        }
+        assert!(g.find("f40").is_none());
+        // Duplicates and type changes are still caught among many fields.
+        let dup: Vec<(&str, f64)> =
+            vec![(names[30].as_str(), 1.0), (names[2].as_str(), 1.0), (names[30].as_str(), 2.0)];
+        assert!(matches!(b.row("m", 9, dup), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            b.row("m", 9, [(names[35].as_str(), Value::I64(1))]),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            b.columns("m", &[10], [(names[33].as_str(), Col::bool(&[true]))]),
+            Err(Error::TypeMismatch { .. })
+        ));
+        assert_eq!(b.rows(), 3);
     }
 
     #[test]
