@@ -30,6 +30,39 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// Defines `fn $name(args) -> ret`, which runs `$fast` (an `#[inline(always)]` function of
+/// safe code) compiled for the CPU features `$features` when `$check()` finds them at run
+/// time, and otherwise `$base` (by default `$fast` too) as compiled for the baseline. The
+/// run-time dispatch's one `unsafe` lives here, so every hot loop with an AVX2 copy shares
+/// one safety argument.
+macro_rules! cpu_dispatch {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
+        $fast:path, $features:literal if $check:path, else $base:path) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = $features)]
+                fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $fast($($arg),*)
+                }
+                if $check() {
+                    // SAFETY: `fast` needs only the features `$check` just found on this
+                    // CPU; its body is safe code.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $base($($arg),*)
+        }
+    };
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
+        $fast:path, $features:literal if $check:path) => {
+        cpu_dispatch! {
+            $(#[$m])* fn $name($($arg: $ty),*) $(-> $ret)? = $fast, $features if $check, else $fast
+        }
+    };
+}
+
 mod catalog;
 pub mod codec;
 mod db;

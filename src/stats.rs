@@ -101,25 +101,12 @@ pub(crate) fn merge_after(ty: FieldType, a: &mut Stats, b: &Stats) {
     (a.last, a.last_ts) = (b.last, b.last_ts);
 }
 
+cpu_dispatch! {
 /// Min, max (NaN ignored unless all are NaN) and sum of floats, in eight independent lanes so
 /// the compiler vectorises the loop and it is not bound by the latency of one running sum.
 /// Compiled for AVX2 where the CPU has it (a downsample into short buckets spends a fifth of
 /// its instructions here).
-fn f64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::codec::has_avx2() {
-        // SAFETY: `f64_min_max_sum_avx2` needs only AVX2, which the CPU was just checked to
-        // have; its body is safe code.
-        return unsafe { f64_min_max_sum_avx2(vals) };
-    }
-    f64_min_max_sum_any(vals)
-}
-
-/// [`f64_min_max_sum_any`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn f64_min_max_sum_avx2(vals: &[u64]) -> (u64, u64, f64) {
-    f64_min_max_sum_any(vals)
+fn f64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) = f64_min_max_sum_any, "avx2" if crate::codec::has_avx2
 }
 
 #[inline(always)]
@@ -164,22 +151,9 @@ fn f64_min_max_sum_any(vals: &[u64]) -> (u64, u64, f64) {
     (min.to_bits(), max.to_bits(), sum)
 }
 
+cpu_dispatch! {
 /// Min, max and sum of integers; compiled for AVX2 where the CPU has it.
-fn i64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::codec::has_avx2() {
-        // SAFETY: `i64_min_max_sum_avx2` needs only AVX2, which the CPU was just checked to
-        // have; its body is safe code.
-        return unsafe { i64_min_max_sum_avx2(vals) };
-    }
-    i64_min_max_sum_any(vals)
-}
-
-/// [`i64_min_max_sum_any`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn i64_min_max_sum_avx2(vals: &[u64]) -> (u64, u64, f64) {
-    i64_min_max_sum_any(vals)
+fn i64_min_max_sum(vals: &[u64]) -> (u64, u64, f64) = i64_min_max_sum_any, "avx2" if crate::codec::has_avx2
 }
 
 #[inline(always)]

@@ -475,22 +475,11 @@ fn extend_div_fma(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 {
     bad
 }
 
-/// [`extend_div_fma`] compiled for AVX2 and FMA: decimal decoding's cost was the division
-/// (SSE2 `divpd` ~0.73 ns/value here, AVX2 `vdivpd` ~0.4 ns/value).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn extend_div_avx2(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 {
-    extend_div_fma(out, digits, p)
-}
-
-fn extend_div_dispatch(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: `extend_div_avx2` only needs AVX2 and FMA, which the CPU was just checked
-        // to have; the function itself is safe code.
-        return unsafe { extend_div_avx2(out, digits, p) };
-    }
-    extend_div(out, digits, p)
+cpu_dispatch! {
+/// [`extend_div_fma`] compiled for AVX2 and FMA where the CPU has them, else [`extend_div`]
+/// (decimal decoding's cost was the division: SSE2 `divpd` ~0.73 ns/value here, AVX2
+/// `vdivpd` ~0.4 ns/value).
+fn extend_div_dispatch(out: &mut Vec<u64>, digits: &[i64], p: f64) -> u64 = extend_div_fma, "avx2,fma" if super::has_avx2_fma, else extend_div
 }
 
 /// Appends the bits of `digits[i] * m` (`m` a power of two: exact) to `out`; returns non-zero
@@ -505,21 +494,9 @@ fn extend_mul(out: &mut Vec<u64>, digits: &[i64], m: f64) -> u64 {
     bad
 }
 
-/// [`extend_mul`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn extend_mul_avx2(out: &mut Vec<u64>, digits: &[i64], m: f64) -> u64 {
-    extend_mul(out, digits, m)
-}
-
-fn extend_mul_dispatch(out: &mut Vec<u64>, digits: &[i64], m: f64) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: `extend_mul_avx2` only needs AVX2, which the CPU was just checked to have;
-        // the function itself is safe code.
-        return unsafe { extend_mul_avx2(out, digits, m) };
-    }
-    extend_mul(out, digits, m)
+cpu_dispatch! {
+/// [`extend_mul`] compiled for AVX2 where the CPU has it.
+fn extend_mul_dispatch(out: &mut Vec<u64>, digits: &[i64], m: f64) -> u64 = extend_mul, "avx2" if super::has_avx2
 }
 
 #[cfg(test)]
@@ -624,8 +601,8 @@ mod tests {
         for e in 0..=MAX_E {
             let p = POW10[e as usize];
             let mut fast = Vec::new();
-            // SAFETY: the CPU was checked to have AVX2 and FMA above.
-            let bad = unsafe { extend_div_avx2(&mut fast, &digits, p) };
+            // The CPU was checked to have AVX2 and FMA above: this is the FMA quotient.
+            let bad = extend_div_dispatch(&mut fast, &digits, p);
             assert_eq!(bad, 0);
             for (&d, &f) in digits.iter().zip(&fast) {
                 assert_eq!(f, (d as f64 / p).to_bits(), "{d} / 10^{e}");

@@ -1292,16 +1292,11 @@ fn split_blocks(
     Ok(())
 }
 
+cpu_dispatch! {
 /// Joins a split stream's high bytes and low bits: `out[i] = base + ((hi[i] << k) | low[i]) * g`
 /// (wrapping; `low` empty when `k = 0`). Compiled for AVX2 where the CPU has it.
-fn combine_split(out: &mut [i64], hi: &[u8], low: &[u64], base: i64, k: u8, g: u64) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: `combine_split_avx2` needs only AVX2, which the CPU was just checked to
-        // have; its body is safe code.
-        return unsafe { combine_split_avx2(out, hi, low, base, k, g) };
-    }
-    combine_split_any(out, hi, low, base, k, g)
+fn combine_split(out: &mut [i64], hi: &[u8], low: &[u64], base: i64, k: u8, g: u64) =
+    combine_split_any, "avx2" if super::has_avx2
 }
 
 #[inline(always)]
@@ -1322,13 +1317,6 @@ fn combine_split_any(out: &mut [i64], hi: &[u8], low: &[u64], base: i64, k: u8, 
             *o = base.wrapping_add(((u64::from(h) << k) | l).wrapping_mul(g) as i64);
         }
     }
-}
-
-/// [`combine_split_any`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn combine_split_avx2(out: &mut [i64], hi: &[u8], low: &[u64], base: i64, k: u8, g: u64) {
-    combine_split_any(out, hi, low, base, k, g)
 }
 
 /// Reads an exception list (`positions` and `values` streams of `exc` entries) for a chunk of

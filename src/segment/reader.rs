@@ -439,24 +439,12 @@ pub(crate) fn decode_values_append(
     Ok(())
 }
 
+cpu_dispatch! {
 /// True when `ts` is strictly ascending. Branch-free, so it vectorises: `windows(2).all`
 /// stops at the first failure and compiles to a scalar loop, a few percent of a full scan.
-fn ascending(ts: &[Timestamp]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if codec::has_avx2() {
-        // SAFETY: `ascending_avx2` needs only AVX2, which the CPU was just checked to have;
-        // its body is safe code.
-        return unsafe { ascending_avx2(ts) };
-    }
-    ascending_any(ts)
-}
-
-/// [`ascending_any`] compiled for AVX2, which compares 64-bit integers four at a time (the
-/// baseline x86-64 has no 64-bit vector compare, and the check ran a value at a time).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn ascending_avx2(ts: &[Timestamp]) -> bool {
-    ascending_any(ts)
+/// Compiled for AVX2 where the CPU has it, which compares 64-bit integers four at a time
+/// (the baseline x86-64 has no 64-bit vector compare, and the check ran a value at a time).
+fn ascending(ts: &[Timestamp]) -> bool = ascending_any, "avx2" if codec::has_avx2
 }
 
 #[inline(always)]
