@@ -277,26 +277,66 @@ pub(crate) fn note(desc: &mut Desc<'_>, s: &str) {
     }
 }
 
-// ---- zstd, with per-thread reusable contexts ----
+// ---- zstd, with reusable contexts ----
+//
+// A zstd context costs a few hundred KiB of tables to create and initialise, more than
+// compressing a small chunk. Each thread keeps one compression and one decompression context;
+// when a thread ends (flush and compaction run their encoders on short-lived scoped threads)
+// its contexts go to a small process-wide pool, where the next new thread finds them.
+
+/// Most idle contexts of each kind the pool keeps.
+const ZSTD_POOL_MAX: usize = 8;
+
+static ZSTD_C_POOL: parking_lot::Mutex<Vec<zstd::bulk::Compressor<'static>>> =
+    parking_lot::Mutex::new(Vec::new());
+static ZSTD_D_POOL: parking_lot::Mutex<Vec<zstd::bulk::Decompressor<'static>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// A thread's context; handed to the pool when the thread ends.
+struct Pooled<T: 'static> {
+    ctx: Option<T>,
+    pool: &'static parking_lot::Mutex<Vec<T>>,
+}
+
+impl<T: 'static> Pooled<T> {
+    /// This thread's context: its own, one from the pool, or a new one from `make`.
+    fn get(&mut self, make: impl FnOnce() -> Option<T>) -> Option<&mut T> {
+        if self.ctx.is_none() {
+            self.ctx = self.pool.lock().pop().or_else(make);
+        }
+        self.ctx.as_mut()
+    }
+}
+
+impl<T: 'static> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            let mut pool = self.pool.lock();
+            if pool.len() < ZSTD_POOL_MAX {
+                pool.push(ctx);
+            }
+        }
+    }
+}
 
 thread_local! {
-    static ZSTD_C: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+    static ZSTD_C: std::cell::RefCell<Pooled<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(Pooled { ctx: None, pool: &ZSTD_C_POOL }) };
+    static ZSTD_D: std::cell::RefCell<Pooled<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(Pooled { ctx: None, pool: &ZSTD_D_POOL }) };
 }
 
 /// zstd-compresses `data` at `level` (reusing this thread's context).
 pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    let reused = ZSTD_C.with(|c| {
-        let mut c = c.try_borrow_mut().ok()?;
-        if c.is_none() {
-            *c = zstd::bulk::Compressor::new(level).ok();
-        }
-        let comp = c.as_mut()?;
-        comp.set_compression_level(level).ok()?;
-        comp.compress(data).ok()
-    });
+    let reused = ZSTD_C
+        .try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            let comp = c.get(|| zstd::bulk::Compressor::new(level).ok())?;
+            comp.set_compression_level(level).ok()?;
+            comp.compress(data).ok()
+        })
+        .ok()
+        .flatten();
     reused.or_else(|| zstd::bulk::compress(data, level).ok())
 }
 
@@ -304,13 +344,12 @@ pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// allocating more than that for the output).
 pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> Option<Vec<u8>> {
     ZSTD_D
-        .with(|d| {
+        .try_with(|d| {
             let mut d = d.try_borrow_mut().ok()?;
-            if d.is_none() {
-                *d = zstd::bulk::Decompressor::new().ok();
-            }
-            Some(d.as_mut()?.decompress(data, capacity))
+            Some(d.get(|| zstd::bulk::Decompressor::new().ok())?.decompress(data, capacity))
         })
+        .ok()
+        .flatten()
         .unwrap_or_else(|| zstd::bulk::decompress(data, capacity))
         .ok()
 }

@@ -502,9 +502,8 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
             if raw_len > INDEX_BYTES_MAX {
                 return Err(Error::corrupt(path, t_off + 12, "index too large"));
             }
-            decompressed = zstd::bulk::decompress(stored, raw_len).map_err(|e| {
-                Error::corrupt(path, footer_offset, format!("index does not decompress: {e}"))
-            })?;
+            decompressed = crate::codec::zstd_decompress(stored, raw_len)
+                .ok_or_else(|| Error::corrupt(path, footer_offset, "index does not decompress"))?;
             if decompressed.len() != raw_len {
                 return Err(Error::corrupt(path, footer_offset, "index length disagrees"));
             }

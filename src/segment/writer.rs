@@ -163,7 +163,7 @@ impl SegmentBuilder {
         index.extend_from_slice(&self.machines.to_le_bytes());
         index.extend_from_slice(&self.index);
         let footer_offset = self.taken + self.out.len() as u64;
-        let compressed = zstd::bulk::compress(&index, 3).ok().filter(|c| c.len() < index.len());
+        let compressed = crate::codec::zstd_compress(&index, 3).filter(|c| c.len() < index.len());
         let (codec_id, stored): (u8, &[u8]) = match &compressed {
             Some(c) => (FOOTER_ZSTD, c),
             None => (FOOTER_RAW, &index),
