@@ -123,6 +123,10 @@ fn tier_run(sizes: &[u64], trigger: usize) -> Option<std::ops::Range<usize>> {
 }
 
 /// A segment file written under its temporary name, not yet synced.
+/// Most segment files synced at once: concurrent syncs let the file system commit several
+/// files together; past a handful they queue behind each other.
+const SYNC_THREADS: usize = 8;
+
 struct Unsynced {
     file: Box<dyn crate::io::WriteFile>,
     tmp: PathBuf,
@@ -1160,30 +1164,73 @@ impl Inner {
             drop(machines);
             self.build_segment(p, seqs, encoded.into_iter().map(Ok))
         };
-        // Each worker takes the next partition until none is left or one has failed.
+        // Each worker takes the next partition until none is left or one has failed. With
+        // several partitions, each finished file goes straight to a syncing thread: the disk
+        // writes and commits one partition's file while the cores encode the next (a sparse
+        // history of a hundred weekly partitions spent as long syncing as encoding, one after
+        // the other).
+        let parts_n = parts.len();
         let queue = Mutex::new(parts.into_iter());
         let failed = AtomicBool::new(false);
-        let worker = || {
+        let syncers = if parts_n > 1 { parts_n.min(SYNC_THREADS) } else { 0 };
+        let (tx, rx) = std::sync::mpsc::channel::<Unsynced>();
+        let rx = Mutex::new(rx);
+        let synced: Mutex<Vec<(Unsynced, Result<()>)>> = Mutex::new(Vec::new());
+        let sync_worker = || {
+            loop {
+                let next = rx.lock().recv();
+                let Ok(mut u) = next else { break };
+                let r = u.file.sync_data().map_err(|e| Error::io("sync", &u.tmp, e));
+                synced.lock().push((u, r));
+            }
+        };
+        let worker = |tx: std::sync::mpsc::Sender<Unsynced>| {
             let mut mine = Vec::new();
             while !failed.load(Ordering::Relaxed) {
                 let Some(part) = queue.lock().next() else { break };
-                let r = build(part);
-                if r.is_err() {
-                    failed.store(true, Ordering::Relaxed);
+                match build(part) {
+                    Ok(Some(u)) if syncers > 0 => {
+                        // the receivers live until this scope ends
+                        if let Err(back) = tx.send(u) {
+                            mine.push(Ok(Some(back.0)));
+                        }
+                    }
+                    r => {
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        mine.push(r);
+                    }
                 }
-                mine.push(r);
             }
             mine
         };
-        let results: Vec<Result<Option<Unsynced>>> = if workers == 1 {
-            worker()
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = (0..workers).map(|_| s.spawn(worker)).collect();
+        let results = std::thread::scope(|s| {
+            let sync_handles: Vec<_> = (0..syncers).map(|_| s.spawn(sync_worker)).collect();
+            let results: Vec<Result<Option<Unsynced>>> = if workers == 1 {
+                worker(tx)
+            } else {
+                let worker = &worker;
+                let hs: Vec<_> = (0..workers)
+                    .map(|_| {
+                        let tx = tx.clone();
+                        s.spawn(move || worker(tx))
+                    })
+                    .collect();
+                drop(tx);
                 hs.into_iter().flat_map(|h| h.join().expect("flush worker panicked")).collect()
-            })
-        };
+            };
+            // every sender is gone: the syncing threads finish the queue and stop
+            for h in sync_handles {
+                h.join().expect("sync thread panicked");
+            }
+            results
+        });
+        let synced = synced.into_inner();
+        // Files built but not synced yet (no syncing threads, or one partition), files
+        // synced, and the first error of either.
         let mut built = Vec::new();
+        let mut done = Vec::new();
         let mut first_err = None;
         for r in results {
             match r {
@@ -1194,14 +1241,27 @@ impl Inner {
                 }
             }
         }
+        for (u, r) in synced {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+            done.push(u);
+        }
         if let Some(e) = first_err {
-            for u in &built {
+            for u in built.iter().chain(&done) {
                 let _ = self.fs.remove(&u.tmp);
             }
             return Err(e);
         }
+        if let Err(e) = self.sync_segments(&mut built) {
+            for u in built.iter().chain(&done) {
+                let _ = self.fs.remove(&u.tmp);
+            }
+            return Err(e);
+        }
+        built.extend(done);
         built.sort_by_key(|u| u.meta.id);
-        let added = self.finish_segments(built)?;
+        let added = self.open_segments(built)?;
         self.stats_bytes_flushed.fetch_add(added.iter().map(|(_, m)| m.bytes).sum(), Ordering::Relaxed);
         self.publish(added, &[], Some(mt), max_seq)
     }
@@ -1283,49 +1343,55 @@ impl Inner {
     /// Syncs freshly written segment files (several at once, so the file system can batch the
     /// commits), renames them to their final names and opens them. On failure every one of
     /// them is removed. The caller publishes them (which syncs the directory first).
-    fn finish_segments(&self, files: Vec<Unsynced>) -> Result<Vec<(Arc<Segment>, SegmentMeta)>> {
-        let threads = files.len().clamp(1, 8);
-        let mut slots: Vec<Vec<Unsynced>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, f) in files.into_iter().enumerate() {
-            slots[i % threads].push(f);
-        }
-        let synced: Vec<(Vec<Unsynced>, Result<()>)> = if threads == 1 {
-            slots.into_iter().map(|mut fs| (Inner::sync_files(&mut fs), fs)).map(|(r, fs)| (fs, r)).collect()
-        } else {
-            std::thread::scope(|s| {
-                let hs: Vec<_> = slots
-                    .into_iter()
-                    .map(|mut fs| {
-                        s.spawn(move || {
-                            let r = Inner::sync_files(&mut fs);
-                            (fs, r)
-                        })
-                    })
-                    .collect();
-                hs.into_iter().map(|h| h.join().expect("sync thread panicked")).collect()
-            })
-        };
-        let mut all: Vec<Unsynced> = Vec::new();
-        let mut first_err = None;
-        for (fs, r) in synced {
-            all.extend(fs);
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
+    fn finish_segments(&self, mut files: Vec<Unsynced>) -> Result<Vec<(Arc<Segment>, SegmentMeta)>> {
+        if let Err(e) = self.sync_segments(&mut files) {
+            for u in &files {
+                let _ = self.fs.remove(&u.tmp);
             }
+            return Err(e);
         }
-        all.sort_by_key(|u| u.meta.id);
+        files.sort_by_key(|u| u.meta.id);
+        self.open_segments(files)
+    }
+
+    /// Syncs segment files, up to [`SYNC_THREADS`] at once; the first error, once all have
+    /// been tried.
+    fn sync_segments(&self, files: &mut [Unsynced]) -> Result<()> {
+        let sync = |files: &mut [Unsynced]| -> Result<()> {
+            let mut first = Ok(());
+            for u in files {
+                if let Err(e) = u.file.sync_data()
+                    && first.is_ok()
+                {
+                    first = Err(Error::io("sync", &u.tmp, e));
+                }
+            }
+            first
+        };
+        let threads = files.len().clamp(1, SYNC_THREADS);
+        if threads == 1 {
+            return sync(files);
+        }
+        let per = files.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = files.chunks_mut(per).map(|c| s.spawn(move || sync(c))).collect();
+            let results: Vec<Result<()>> =
+                hs.into_iter().map(|h| h.join().expect("sync thread panicked")).collect();
+            results.into_iter().collect::<Result<()>>()
+        })
+    }
+
+    /// Renames synced segment files (sorted by id) to their final names and opens them. On
+    /// failure every one of them is removed.
+    fn open_segments(&self, files: Vec<Unsynced>) -> Result<Vec<(Arc<Segment>, SegmentMeta)>> {
         let cleanup = |all: &[Unsynced]| {
             for u in all {
                 let _ = self.fs.remove(&u.tmp);
                 let _ = self.fs.remove(&u.path);
             }
         };
-        if let Some(e) = first_err {
-            cleanup(&all);
-            return Err(e);
-        }
-        let mut out = Vec::with_capacity(all.len());
-        for u in &all {
+        let mut out = Vec::with_capacity(files.len());
+        for u in &files {
             let opened = self
                 .fs
                 .rename(&u.tmp, &u.path)
@@ -1334,19 +1400,12 @@ impl Inner {
             match opened {
                 Ok(seg) => out.push((Arc::new(seg), u.meta)),
                 Err(e) => {
-                    cleanup(&all);
+                    cleanup(&files);
                     return Err(e);
                 }
             }
         }
         Ok(out)
-    }
-
-    fn sync_files(files: &mut [Unsynced]) -> Result<()> {
-        for u in files.iter_mut() {
-            u.file.sync_data().map_err(|e| Error::io("sync", &u.tmp, e))?;
-        }
-        Ok(())
     }
 
     /// Makes a change of the live segments durable and visible: syncs the directory (new
