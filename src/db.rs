@@ -1151,28 +1151,39 @@ impl Inner {
         let (min_seq, max_seq) = (mt.min_seq(), mt.max_seq());
         // Every delete known now was applied to the rows read above.
         let applied_seq = tombs.iter().map(|t| t.seq).max().unwrap_or(0).max(max_seq);
-        // Encoding is the expensive part of a flush: spread it over the cores. Several
-        // partitions (sparse data spans many) are built side by side, each on one worker;
-        // a lone partition spreads its machines over the cores instead.
-        let parts: Vec<(i64, Vec<segment::writer::MachineData>)> = parts.into_iter().collect();
-        let workers = crate::cores().min(parts.len()).max(1);
-        let inner = (crate::cores() / workers).max(1);
+        // Encoding is the expensive part of a flush: spread it over the cores. The workers
+        // take (partition, machine) jobs in order, so the cores stay busy however the rows
+        // fall into partitions (a lone dense one or a few of very different sizes); whoever
+        // encodes a partition's last machine writes its file. With several partitions each
+        // finished file goes straight to a syncing thread: the disk writes and commits one
+        // partition's file while the cores encode the next (a sparse history of a hundred
+        // weekly partitions spent as long syncing as encoding, one after the other).
+        let rows: usize = parts.values().flatten().map(|m| m.rows.ts.len()).sum();
+        struct Part {
+            start: i64,
+            raw: Vec<Mutex<Option<segment::writer::MachineData>>>,
+            encoded: Mutex<Vec<Option<segment::writer::EncodedMachine>>>,
+            left: AtomicUsize,
+        }
+        let parts: Vec<Part> = parts
+            .into_iter()
+            .map(|(start, machines)| Part {
+                start,
+                encoded: Mutex::new((0..machines.len()).map(|_| None).collect()),
+                left: AtomicUsize::new(machines.len()),
+                raw: machines.into_iter().map(|m| Mutex::new(Some(m))).collect(),
+            })
+            .collect();
+        let jobs: Vec<(usize, usize)> =
+            parts.iter().enumerate().flat_map(|(pi, p)| (0..p.raw.len()).map(move |mi| (pi, mi))).collect();
+        // Below this many rows a flush encodes in well under a millisecond, less than starting
+        // threads costs.
+        const PARALLEL_ROWS_MIN: usize = 16_384;
+        let workers = if rows < PARALLEL_ROWS_MIN { 1 } else { crate::cores().min(jobs.len()).max(1) };
         let seqs = (min_seq, max_seq, applied_seq);
-        let build = |(p, machines): (i64, Vec<segment::writer::MachineData>)| {
-            let encoded =
-                segment::writer::encode_all(&machines, self.opts.block_rows, inner, Some(&self.hints));
-            drop(machines);
-            self.build_segment(p, seqs, encoded.into_iter().map(Ok))
-        };
-        // Each worker takes the next partition until none is left or one has failed. With
-        // several partitions, each finished file goes straight to a syncing thread: the disk
-        // writes and commits one partition's file while the cores encode the next (a sparse
-        // history of a hundred weekly partitions spent as long syncing as encoding, one after
-        // the other).
-        let parts_n = parts.len();
-        let queue = Mutex::new(parts.into_iter());
+        let next_job = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let syncers = if parts_n > 1 { parts_n.min(SYNC_THREADS) } else { 0 };
+        let syncers = if parts.len() > 1 { parts.len().min(SYNC_THREADS) } else { 0 };
         let (tx, rx) = std::sync::mpsc::channel::<Unsynced>();
         let rx = Mutex::new(rx);
         let synced: Mutex<Vec<(Unsynced, Result<()>)>> = Mutex::new(Vec::new());
@@ -1187,10 +1198,20 @@ impl Inner {
         let worker = |tx: std::sync::mpsc::Sender<Unsynced>| {
             let mut mine = Vec::new();
             while !failed.load(Ordering::Relaxed) {
-                let Some(part) = queue.lock().next() else { break };
-                match build(part) {
+                let Some(&(pi, mi)) = jobs.get(next_job.fetch_add(1, Ordering::Relaxed)) else { break };
+                let part = &parts[pi];
+                let Some(m) = part.raw[mi].lock().take() else { continue };
+                let e = segment::writer::encode_machine(&m, self.opts.block_rows, Some(&self.hints));
+                drop(m);
+                part.encoded.lock()[mi] = Some(e);
+                if part.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+                    continue;
+                }
+                // this partition's last machine: write its file
+                let encoded = std::mem::take(&mut *part.encoded.lock());
+                match self.build_segment(part.start, seqs, encoded.into_iter().flatten().map(Ok)) {
                     Ok(Some(u)) if syncers > 0 => {
-                        // the receivers live until this scope ends
+                        // the receivers live until the scope below ends
                         if let Err(back) = tx.send(u) {
                             mine.push(Ok(Some(back.0)));
                         }

@@ -244,42 +244,6 @@ pub(crate) fn encode_machine(
     e
 }
 
-/// Encodes every machine, on up to `threads` threads; results in the input order.
-pub(crate) fn encode_all(
-    machines: &[MachineData],
-    block_rows: usize,
-    threads: usize,
-    hints: Option<&HintCache>,
-) -> Vec<EncodedMachine> {
-    // Below this many rows a partition encodes in well under a millisecond, less than starting
-    // threads costs (sparse data flushes many such partitions at once).
-    const PARALLEL_ROWS_MIN: usize = 16_384;
-    let rows: usize = machines.iter().map(|m| m.rows.ts.len()).sum();
-    let threads = if rows < PARALLEL_ROWS_MIN { 1 } else { threads.clamp(1, machines.len().max(1)) };
-    if threads == 1 {
-        return machines.iter().map(|m| encode_machine(m, block_rows, hints)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut out: Vec<(usize, EncodedMachine)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(m) = machines.get(i) else { break };
-                        mine.push((i, encode_machine(m, block_rows, hints)));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().expect("encoder thread panicked")).collect()
-    });
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, e)| e).collect()
-}
-
 fn encode_machine_into(
     m: &MachineData,
     block_rows: usize,
