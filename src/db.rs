@@ -122,11 +122,11 @@ fn tier_run(sizes: &[u64], trigger: usize) -> Option<std::ops::Range<usize>> {
     (similar || sizes.len() >= 4 * trigger).then_some(i..i + trigger)
 }
 
-/// A segment file written under its temporary name, not yet synced.
 /// Most segment files synced at once: concurrent syncs let the file system commit several
 /// files together; past a handful they queue behind each other.
 const SYNC_THREADS: usize = 8;
 
+/// A segment file written under its temporary name, not yet synced.
 struct Unsynced {
     file: Box<dyn crate::io::WriteFile>,
     tmp: PathBuf,
@@ -1192,6 +1192,10 @@ impl Inner {
                 let next = rx.lock().recv();
                 let Ok(mut u) = next else { break };
                 let r = u.file.sync_data().map_err(|e| Error::io("sync", &u.tmp, e));
+                if r.is_err() {
+                    // the flush fails: stop encoding the partitions left
+                    failed.store(true, Ordering::Relaxed);
+                }
                 synced.lock().push((u, r));
             }
         };

@@ -302,7 +302,9 @@ impl<T: 'static> Pooled<T> {
     /// This thread's context: its own, one from the pool, or a new one from `make`.
     fn get(&mut self, make: impl FnOnce() -> Option<T>) -> Option<&mut T> {
         if self.ctx.is_none() {
-            self.ctx = self.pool.lock().pop().or_else(make);
+            // a new context is built outside the pool's lock
+            let pooled = self.pool.lock().pop();
+            self.ctx = pooled.or_else(make);
         }
         self.ctx.as_mut()
     }
