@@ -2,7 +2,7 @@
 //! the integer streams (where delta, delta-of-delta and frame-of-reference with gaps as patched
 //! exceptions are the usual winners). Any `i64` sequence round-trips (wrapping arithmetic).
 
-use super::int::{decode_vec, encode_stream};
+use super::int::{VecSink, decode_stream, encode_stream};
 use super::{
     DecodeError, Desc, Reader, Result, TAG_TS_CONST, TAG_TS_INT, finish_chunk, note, put_varint, put_zigzag,
     read_header, unwrap_chunk,
@@ -29,30 +29,66 @@ pub fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
 /// Decodes a timestamp chunk of `n` values into `out` (cleared first).
 pub fn decode_timestamps(chunk: &[u8], n: usize, out: &mut Vec<i64>) -> Result<()> {
     out.clear();
-    let res = unwrap_chunk(chunk, n).and_then(|plain| decode_desc(&plain, n, out, None));
+    decode_timestamps_append(chunk, n, out)
+}
+
+/// Decodes a timestamp chunk of `n` values and appends them to `out` (unchanged on error):
+/// the segment reader decodes a block's timestamps straight into the result it builds.
+pub(crate) fn decode_timestamps_append(chunk: &[u8], n: usize, out: &mut Vec<i64>) -> Result<()> {
+    let at = out.len();
+    let res = unwrap_chunk(chunk, n).and_then(|plain| decode_append(&plain, n, out, None));
     if res.is_err() {
-        out.clear();
+        out.truncate(at);
     }
     res
 }
 
-pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<i64>, mut desc: Desc<'_>) -> Result<()> {
+/// Decodes a plain timestamp chunk into `out` (cleared first), naming its codecs in `desc`.
+pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<i64>, desc: Desc<'_>) -> Result<()> {
+    out.clear();
+    decode_append(chunk, n, out, desc)
+}
+
+fn decode_append(chunk: &[u8], n: usize, out: &mut Vec<i64>, mut desc: Desc<'_>) -> Result<()> {
     let mut r = Reader::new(chunk);
     match read_header(&mut r, n)? {
         TAG_TS_CONST => {
             let start = r.zigzag()?;
             let step = r.zigzag()?;
             note(&mut desc, "ts-const");
-            out.clear();
-            out.extend((0..n as u64).map(|i| start.wrapping_add(step.wrapping_mul(i as i64))));
+            extend_steps(out, start, step, n);
         }
         TAG_TS_INT => {
             note(&mut desc, "ts:");
-            decode_vec(&mut r, n, 0, out, desc)?;
+            let at = out.len();
+            out.reserve(n);
+            decode_stream(&mut r, n, 0, &mut VecSink(out), desc)?;
+            if out.len() - at != n {
+                return Err(r.err("stream produced the wrong number of values"));
+            }
         }
         _ => return Err(DecodeError { offset: 0, what: "not a timestamp chunk" }),
     }
     r.finish()
+}
+
+/// Appends `start + i * step` for `i` in `0..n` (wrapping). Four running lanes stepped by
+/// `4 * step`: additions the compiler turns into vector adds, where a 64-bit multiply per
+/// value has no AVX2 instruction.
+fn extend_steps(out: &mut Vec<i64>, start: i64, step: i64, n: usize) {
+    out.reserve(n);
+    let mut lane = [0i64; 4];
+    for (i, l) in lane.iter_mut().enumerate() {
+        *l = start.wrapping_add(step.wrapping_mul(i as i64));
+    }
+    let inc = step.wrapping_mul(4);
+    for _ in 0..n / 4 {
+        out.extend_from_slice(&lane);
+        for l in &mut lane {
+            *l = l.wrapping_add(inc);
+        }
+    }
+    out.extend_from_slice(&lane[..n % 4]);
 }
 
 #[cfg(test)]
@@ -83,6 +119,30 @@ mod tests {
         rt(&[]);
         rt(&[i64::MAX]);
         rt(&[i64::MAX, i64::MIN, i64::MAX]);
+    }
+
+    #[test]
+    fn appending_keeps_what_is_there_and_nothing_on_error() {
+        let shapes: Vec<Vec<i64>> = (0..10)
+            .flat_map(|n| {
+                [
+                    (0..n).map(|i| 1_000 + i * 7).collect::<Vec<i64>>(),
+                    (0..n).map(|i| i64::MAX - 3 + i * (1 << 62)).collect(), // wraps
+                    (0..n).map(|i| -i * i).collect(),                       // no constant step
+                ]
+            })
+            .collect();
+        for ts in &shapes {
+            let mut buf = Vec::new();
+            encode_timestamps(ts, &mut buf);
+            let mut out = vec![-5, -6];
+            decode_timestamps_append(&buf, ts.len(), &mut out).unwrap();
+            assert_eq!(out[..2], [-5, -6]);
+            assert_eq!(&out[2..], &ts[..], "{ts:?}");
+            // a wrong count fails and leaves `out` as it was
+            assert!(decode_timestamps_append(&buf, ts.len() + 1, &mut out).is_err());
+            assert_eq!(out.len(), 2 + ts.len());
+        }
     }
 
     #[test]

@@ -146,13 +146,23 @@ impl Segment {
 
     /// Decodes a block's timestamps (checking they ascend within the block's bounds).
     pub(crate) fn block_ts(&self, b: &BlockIndex, out: &mut Vec<Timestamp>) -> Result<()> {
+        out.clear();
+        self.block_ts_append(b, out)
+    }
+
+    /// [`Segment::block_ts`], appending to `out` (unchanged on error).
+    pub(crate) fn block_ts_append(&self, b: &BlockIndex, out: &mut Vec<Timestamp>) -> Result<()> {
         let bytes = self.chunk_bytes(&b.ts_chunk)?;
-        codec::decode_timestamps(bytes, b.rows as usize, out).map_err(|e| self.codec_err(&b.ts_chunk, e))?;
-        let ok = out.len() == b.rows as usize
-            && out.first() == Some(&b.ts_min)
-            && out.last() == Some(&b.ts_max)
-            && ascending(out);
+        let at = out.len();
+        codec::ts::decode_timestamps_append(bytes, b.rows as usize, out)
+            .map_err(|e| self.codec_err(&b.ts_chunk, e))?;
+        let new = &out[at..];
+        let ok = new.len() == b.rows as usize
+            && new.first() == Some(&b.ts_min)
+            && new.last() == Some(&b.ts_max)
+            && ascending(new);
         if !ok {
+            out.truncate(at);
             return Err(Error::corrupt(
                 &self.path,
                 b.ts_chunk.offset,
@@ -304,12 +314,13 @@ impl Segment {
                 part.cols[col] = Some(ColData { vals: Vec::with_capacity(total), valid: Bitmap::new() });
             }
             for b in blocks {
-                self.block_ts(b, &mut scratch.ts)?;
-                let ts = &scratch.ts;
+                // The block's timestamps go straight into the result, cut to the range below.
+                let at_ts = part.ts.len();
+                self.block_ts_append(b, &mut part.ts)?;
+                let ts = &part.ts[at_ts..];
                 let rows = ts.len();
                 let lo = ts.partition_point(|&t| t < range.start);
                 let hi = ts.partition_point(|&t| t < range.end);
-                part.ts.extend_from_slice(&ts[lo..hi]);
                 for (&(p, col), dels) in wanted.iter().zip(&dels) {
                     let ty = m.fields[grp.fields[p] as usize].1;
                     let c = part.cols[col].as_mut().expect("column set up above");
@@ -331,6 +342,8 @@ impl Segment {
                     }
                     debug_assert_eq!(c.vals.len(), at + hi - lo);
                 }
+                part.ts.truncate(at_ts + hi);
+                part.ts.drain(at_ts..at_ts + lo);
             }
             *out = std::mem::take(out).merge_newer(part);
         }
@@ -409,7 +422,6 @@ thread_local! {
 /// Buffers [`Segment::read`] reuses from block to block (and, per thread, from read to read).
 #[derive(Debug, Default)]
 struct ReadScratch {
-    ts: Vec<Timestamp>,
     decode: DecodeScratch,
 }
 
