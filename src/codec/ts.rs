@@ -127,8 +127,8 @@ mod tests {
             .flat_map(|n| {
                 [
                     (0..n).map(|i| 1_000 + i * 7).collect::<Vec<i64>>(),
-                    (0..n).map(|i| i64::MAX - 3 + i * (1 << 62)).collect(), // wraps
-                    (0..n).map(|i| -i * i).collect(),                       // no constant step
+                    (0..n).map(|i| (i64::MAX - 3).wrapping_add(i.wrapping_mul(1 << 62))).collect(), // wraps
+                    (0..n).map(|i| -i * i).collect(), // no constant step
                 ]
             })
             .collect();
