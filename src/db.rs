@@ -134,6 +134,12 @@ struct Unsynced {
     meta: SegmentMeta,
 }
 
+impl Unsynced {
+    fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io("sync", &self.tmp, e))
+    }
+}
+
 /// Per machine, the bytes its rows in `segs` take decoded: a timestamp and, per field, a value
 /// and a validity bit per row.
 fn machine_row_bytes<'a>(segs: impl Iterator<Item = &'a Segment>) -> BTreeMap<&'a str, u64> {
@@ -1191,7 +1197,7 @@ impl Inner {
             loop {
                 let next = rx.lock().recv();
                 let Ok(mut u) = next else { break };
-                let r = u.file.sync_data().map_err(|e| Error::io("sync", &u.tmp, e));
+                let r = u.sync();
                 if r.is_err() {
                     // the flush fails: stop encoding the partitions left
                     failed.store(true, Ordering::Relaxed);
@@ -1272,19 +1278,18 @@ impl Inner {
             }
             done.push(u);
         }
-        if let Some(e) = first_err {
-            for u in built.iter().chain(&done) {
-                let _ = self.fs.remove(&u.tmp);
-            }
-            return Err(e);
-        }
-        if let Err(e) = self.sync_segments(&mut built) {
-            for u in built.iter().chain(&done) {
-                let _ = self.fs.remove(&u.tmp);
-            }
-            return Err(e);
+        if first_err.is_none()
+            && let Err(e) = self.sync_segments(&mut built)
+        {
+            first_err = Some(e);
         }
         built.extend(done);
+        if let Some(e) = first_err {
+            for u in &built {
+                let _ = self.fs.remove(&u.tmp);
+            }
+            return Err(e);
+        }
         built.sort_by_key(|u| u.meta.id);
         let added = self.open_segments(built)?;
         self.stats_bytes_flushed.fetch_add(added.iter().map(|(_, m)| m.bytes).sum(), Ordering::Relaxed);
@@ -1385,10 +1390,9 @@ impl Inner {
         let sync = |files: &mut [Unsynced]| -> Result<()> {
             let mut first = Ok(());
             for u in files {
-                if let Err(e) = u.file.sync_data()
-                    && first.is_ok()
-                {
-                    first = Err(Error::io("sync", &u.tmp, e));
+                let r = u.sync();
+                if first.is_ok() {
+                    first = r;
                 }
             }
             first

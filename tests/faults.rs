@@ -811,6 +811,17 @@ fn concurrent_writers_fill_the_disk_and_each_is_told_the_truth() {
     assert!(failures.is_empty(), "{}", failures[0]);
 }
 
+/// [`sweep_opts`] with partitions `partition_width` wide and no flush or compaction unless
+/// asked for (a memtable budget the tests never fill, no compaction trigger).
+fn quiet_opts(fs: &Traced, partition_width: i64) -> Options {
+    Options {
+        memtable_bytes_max: 64 << 20,
+        compaction_trigger: usize::MAX,
+        partition_width,
+        ..sweep_opts(fs)
+    }
+}
+
 /// A failed directory sync after the manifest's rename poisons the database, and reopening is
 /// the documented way out: the reopened database must hold everything acknowledged, whether
 /// the new manifest survived (no crash: the process just reopens) or not (power loss).
@@ -820,12 +831,7 @@ fn reopen_after_a_failed_manifest_sync_recovers() {
         let fs = Traced::new(SimFs::new(4));
         // No background flush or compaction (one partition, so none is ever "cold"): the
         // explicit call below must be the one that publishes a manifest and meets the fault.
-        let quiet = |fs: &Traced| Options {
-            memtable_bytes_max: 64 << 20,
-            compaction_trigger: usize::MAX,
-            partition_width: 1 << 40,
-            ..sweep_opts(fs)
-        };
+        let quiet = |fs: &Traced| quiet_opts(fs, 1 << 40);
         let db = Db::open(DIR, quiet(&fs)).unwrap();
         let mut want = Model::new();
         for n in 0..12 {
@@ -878,12 +884,7 @@ fn a_failed_segment_sync_in_a_many_partition_flush_loses_nothing() {
     for nth in [1u64, 5, 11] {
         let fs = Traced::new(SimFs::new(20 + nth));
         // Twelve partitions of two batches each, nothing flushed or compacted until asked.
-        let opts = |fs: &Traced| Options {
-            memtable_bytes_max: 64 << 20,
-            compaction_trigger: usize::MAX,
-            partition_width: 2 * common::STRIDE,
-            ..sweep_opts(fs)
-        };
+        let opts = |fs: &Traced| quiet_opts(fs, 2 * common::STRIDE);
         let db = Db::open(DIR, opts(&fs)).unwrap();
         let mut want = Model::new();
         for n in 0..24 {

@@ -1223,7 +1223,7 @@ fn decode_split(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, d
     let exc = r.count(n, "exception count exceeds n")?;
     let zlen = r.count(usize::MAX, "")?;
     let frame = r.bytes(zlen)?;
-    let high = zstd_decompress(frame, n).ok_or_else(|| r.err("zstd payload of split stream invalid"))?;
+    let high = zstd_decompress(frame, n).map_err(|_| r.err("zstd payload of split stream invalid"))?;
     if high.len() != n {
         return Err(r.err("split stream high bytes count differs from n"));
     }

@@ -344,7 +344,7 @@ pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 
 /// Decompresses one zstd payload that must decompress to at most `capacity` bytes (never
 /// allocating more than that for the output).
-pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> Option<Vec<u8>> {
+pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     ZSTD_D
         .try_with(|d| {
             let mut d = d.try_borrow_mut().ok()?;
@@ -353,7 +353,6 @@ pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> Option<Vec<u8>> {
         .ok()
         .flatten()
         .unwrap_or_else(|| zstd::bulk::decompress(data, capacity))
-        .ok()
 }
 
 // ---- the final zstd stage ----
@@ -387,7 +386,7 @@ pub(crate) fn unwrap_chunk(chunk: &[u8], n: usize) -> Result<std::borrow::Cow<'_
     let raw_len = r.count(zstd_raw_bound(n), "zstd raw size exceeds the bound for n")?;
     let payload = r.rest();
     let raw = zstd_decompress(payload, raw_len)
-        .ok_or(DecodeError { offset: 1 + varint_len(raw_len as u64), what: "zstd payload invalid" })?;
+        .map_err(|_| DecodeError { offset: 1 + varint_len(raw_len as u64), what: "zstd payload invalid" })?;
     if raw.len() != raw_len {
         return Err(DecodeError { offset: 1, what: "zstd raw size mismatch" });
     }
@@ -422,7 +421,7 @@ fn describe_inner(chunk: &[u8]) -> Option<String> {
     let first = r.u8().ok()?;
     let plain: Vec<u8> = if first == TAG_ZSTD {
         let raw_len = r.count(zstd_raw_bound(BLOCK_ROWS_MAX), "").ok()?;
-        let raw = zstd_decompress(r.rest(), raw_len)?;
+        let raw = zstd_decompress(r.rest(), raw_len).ok()?;
         if raw.len() != raw_len {
             return None;
         }

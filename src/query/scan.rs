@@ -401,6 +401,14 @@ impl Helper {
         Some(Helper { rx: Some(rx), back: Some(back_tx), handle: Some(handle) })
     }
 
+    /// Sends a batch the consumer has copied back to be freed on the helper's thread (here,
+    /// if the helper has stopped).
+    fn give_back(&self, b: Batch) {
+        if let Some(back) = &self.back {
+            let _ = back.send(b);
+        }
+    }
+
     /// The helper's next message; `None` if it stopped without saying so (it panicked).
     fn recv(&mut self) -> Option<Msg> {
         match self.rx.as_ref()?.recv() {
@@ -494,9 +502,8 @@ impl ScanIter {
                     match msg {
                         Some(Msg::Batch(Ok(b))) => {
                             let copy = b.clone();
-                            if let Some(back) = self.helper.as_ref().and_then(|h| h.back.as_ref()) {
-                                // if the helper has stopped, `b` is freed here instead
-                                let _ = back.send(b);
+                            if let Some(h) = &self.helper {
+                                h.give_back(b);
                             }
                             return Ok(Some(copy));
                         }

@@ -514,20 +514,9 @@ fn parse(path: &Path, data: &[u8]) -> Result<SegmentIndex> {
             if raw_len > INDEX_BYTES_MAX {
                 return Err(Error::corrupt(path, t_off + 12, "index too large"));
             }
-            decompressed = match crate::codec::zstd_decompress(stored, raw_len) {
-                Some(d) => d,
-                None => {
-                    // decode again for zstd's account of what is wrong (a corrupt file only)
-                    let why = zstd::bulk::decompress(stored, raw_len)
-                        .err()
-                        .map_or_else(|| "output larger than declared".to_string(), |e| e.to_string());
-                    return Err(Error::corrupt(
-                        path,
-                        footer_offset,
-                        format!("index does not decompress: {why}"),
-                    ));
-                }
-            };
+            decompressed = crate::codec::zstd_decompress(stored, raw_len).map_err(|e| {
+                Error::corrupt(path, footer_offset, format!("index does not decompress: {e}"))
+            })?;
             if decompressed.len() != raw_len {
                 return Err(Error::corrupt(path, footer_offset, "index length disagrees"));
             }
