@@ -72,23 +72,18 @@ fn decode_append(chunk: &[u8], n: usize, out: &mut Vec<i64>, mut desc: Desc<'_>)
     r.finish()
 }
 
-/// Appends `start + i * step` for `i` in `0..n` (wrapping). Four running lanes stepped by
-/// `4 * step`: additions the compiler turns into vector adds, where a 64-bit multiply per
-/// value has no AVX2 instruction.
+/// Appends `start + i * step` for `i` in `0..n` (wrapping). Written as a running sum over a
+/// zeroed tail, which the compiler turns into vector additions (~0.14 ns/value here): a
+/// 64-bit multiply per value has no AVX2 instruction (~0.32 ns/value emulated), and a lane
+/// array appended from the stack stalls on store forwarding.
 fn extend_steps(out: &mut Vec<i64>, start: i64, step: i64, n: usize) {
-    out.reserve(n);
-    let mut lane = [0i64; 4];
-    for (i, l) in lane.iter_mut().enumerate() {
-        *l = start.wrapping_add(step.wrapping_mul(i as i64));
+    let at = out.len();
+    out.resize(at + n, 0);
+    let mut v = start;
+    for o in &mut out[at..] {
+        *o = v;
+        v = v.wrapping_add(step);
     }
-    let inc = step.wrapping_mul(4);
-    for _ in 0..n / 4 {
-        out.extend_from_slice(&lane);
-        for l in &mut lane {
-            *l = l.wrapping_add(inc);
-        }
-    }
-    out.extend_from_slice(&lane[..n % 4]);
 }
 
 #[cfg(test)]
