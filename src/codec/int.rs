@@ -910,6 +910,26 @@ impl Sink for DeltaSink<'_> {
     }
 }
 
+/// Running sum of a running sum: turns second differences into values, in place.
+struct DeltaDeltaSink<'a> {
+    d: i64,
+    v: i64,
+    inner: &'a mut dyn Sink,
+}
+
+impl Sink for DeltaDeltaSink<'_> {
+    fn put(&mut self, block: &mut [i64]) {
+        let (mut d, mut v) = (self.d, self.v);
+        for x in block.iter_mut() {
+            d = d.wrapping_add(*x);
+            v = v.wrapping_add(d);
+            *x = v;
+        }
+        (self.d, self.v) = (d, v);
+        self.inner.put(block);
+    }
+}
+
 /// Replaces `v` by its running sum after `acc` (wrapping); returns the last sum. One chain
 /// of dependent additions, a cycle per value: splitting it into independent chains, or
 /// 4-lane vector sums with a carried total, measured no faster here (stores bound them).
@@ -1047,6 +1067,18 @@ pub(crate) fn decode_stream(
             }
             let first = r.zigzag()?;
             note(&mut desc, "delta+");
+            if n >= 2 && r.peek() == Some(S_DELTA) && depth < MAX_DECODE_DEPTH {
+                // Delta of delta: both running sums in one pass (two independent addition
+                // chains per value instead of a pass each); the same values, errors and
+                // nesting depth as decoding the two layers one inside the other.
+                r.u8()?;
+                let d = r.zigzag()?;
+                note(&mut desc, "delta+");
+                let v = first.wrapping_add(d);
+                sink.put(&mut [first, v]);
+                let mut ds = DeltaDeltaSink { d, v, inner: sink };
+                return decode_stream(r, n - 2, depth + 2, &mut ds, desc);
+            }
             sink.put(&mut [first]);
             let mut ds = DeltaSink { acc: first, inner: sink };
             decode_stream(r, n - 1, depth + 1, &mut ds, desc)
@@ -1372,6 +1404,57 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "len {len}");
             assert_eq!(last, acc, "len {len}");
+        }
+    }
+
+    /// Chains of `k` nested delta layers over raw values decode as `k` running sums, layers
+    /// paired or alone, at every length around a block, and refuse nesting past the limit
+    /// or a layer with no values, the same as one layer at a time.
+    #[test]
+    fn nested_deltas_decode_as_running_sums() {
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        for k in 1..=MAX_DECODE_DEPTH as usize + 1 {
+            for n in (0..k + 3).chain([255, 256, 257, 1000]) {
+                let firsts: Vec<i64> = (0..k)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng as i64 >> (rng % 60)
+                    })
+                    .collect();
+                let raw: Vec<i64> = (0..n.saturating_sub(k) as i64).map(|i| (i * 37) % 11 - 5).collect();
+                let mut buf = Vec::new();
+                for &f in &firsts {
+                    buf.push(S_DELTA);
+                    crate::codec::put_zigzag(&mut buf, f);
+                }
+                buf.push(S_RAW);
+                for v in &raw {
+                    buf.extend_from_slice(&v.to_le_bytes());
+                }
+                let mut got = Vec::new();
+                let mut desc = String::new();
+                let res =
+                    decode_stream(&mut Reader::new(&buf), n, 0, &mut VecSink(&mut got), Some(&mut desc));
+                if n < k || k > MAX_DECODE_DEPTH as usize {
+                    assert!(res.is_err(), "k {k} n {n}");
+                    continue;
+                }
+                res.unwrap();
+                let mut want = raw.clone();
+                for &f in firsts.iter().rev() {
+                    let mut acc = f;
+                    let mut layer = vec![f];
+                    for d in want {
+                        acc = acc.wrapping_add(d);
+                        layer.push(acc);
+                    }
+                    want = layer;
+                }
+                assert_eq!(got, want, "k {k} n {n}");
+                assert_eq!(desc, format!("{}raw", "delta+".repeat(k)));
+            }
         }
     }
 

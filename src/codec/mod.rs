@@ -178,6 +178,11 @@ impl<'a> Reader<'a> {
         DecodeError { offset: self.pos, what }
     }
 
+    /// The next byte, not consumed.
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8> {
         match self.buf.get(self.pos) {
             Some(&b) => {
