@@ -40,6 +40,19 @@ impl RowSet {
     /// Drops rows in which no column holds a value, and columns that hold none.
     pub(crate) fn drop_empty_rows(&mut self) {
         let n = self.ts.len();
+        // Usually some column has a value in every row: then no row is empty.
+        if !self.cols.iter().flatten().any(|c| c.valid.count_ones() == n) {
+            self.drop_rows_without_values();
+        }
+        for c in self.cols.iter_mut() {
+            if c.as_ref().is_some_and(|c| c.valid.count_ones() == 0) {
+                *c = None;
+            }
+        }
+    }
+
+    fn drop_rows_without_values(&mut self) {
+        let n = self.ts.len();
         let mut any = Bitmap::with_len(n, false);
         for c in self.cols.iter().flatten() {
             any.or_assign(&c.valid);
@@ -55,11 +68,6 @@ impl RowSet {
                     valid.push(c.valid.get(i));
                 }
                 *c = ColData { vals, valid };
-            }
-        }
-        for c in self.cols.iter_mut() {
-            if c.as_ref().is_some_and(|c| c.valid.count_ones() == 0) {
-                *c = None;
             }
         }
     }

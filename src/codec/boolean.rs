@@ -69,6 +69,40 @@ pub(crate) fn decode_bool_bitmap(chunk: &[u8], n: usize) -> Result<Bitmap> {
     Ok(out)
 }
 
+/// Decodes a boolean chunk of `n` values and appends them to `out` as bit patterns (0 or 1;
+/// unchanged on error): the segment reader keeps values as bits, so booleans decode straight
+/// into its columns.
+pub(crate) fn decode_bool_bits_append(chunk: &[u8], n: usize, out: &mut Vec<u64>) -> Result<()> {
+    let at = out.len();
+    let res =
+        unwrap_chunk(chunk, n).and_then(|plain| decode_desc(&plain, n, &mut BitsAppend { out, at }, None));
+    if res.is_err() {
+        out.truncate(at);
+    }
+    res
+}
+
+/// Booleans appended as 0 / 1 words after the first `at` of `out`.
+struct BitsAppend<'a> {
+    out: &'a mut Vec<u64>,
+    at: usize,
+}
+
+impl BoolSink for BitsAppend<'_> {
+    fn clear(&mut self) {
+        self.out.truncate(self.at);
+    }
+    fn len(&self) -> usize {
+        self.out.len() - self.at
+    }
+    fn fill(&mut self, v: bool, n: usize) {
+        self.out.resize(self.out.len() + n, u64::from(v));
+    }
+    fn bits(&mut self, bits: u8, take: usize) {
+        self.out.extend((0..take).map(|k| u64::from((bits >> k) & 1)));
+    }
+}
+
 /// Where decoded booleans go: bytes (`Vec<bool>`) or bits ([`Bitmap`]).
 pub(crate) trait BoolSink {
     fn clear(&mut self);

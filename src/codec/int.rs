@@ -1193,38 +1193,35 @@ fn decode_for(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, des
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
-    // A small stream (exceptions, dictionaries, run lengths) must not pay for zeroing a whole
-    // block's buffer.
-    let (mut small, mut big);
-    let tmp: &mut [i64] = if n <= SMALL {
-        small = [0i64; SMALL];
-        &mut small
-    } else {
-        big = [0i64; BLOCK];
-        &mut big
+    let mut blocks = |tmp: &mut [i64]| -> Result<()> {
+        let mut at = 0usize;
+        for (k, &(w, off)) in metas.iter().enumerate() {
+            let len = (n - k * BLOCK).min(BLOCK);
+            let bytes = block_len(len, u32::from(w));
+            let src = data.get(at..at + bytes).ok_or_else(|| r.err("bit-packed data malformed"))?;
+            at += bytes;
+            let bb = base.wrapping_add(off.wrapping_mul(g) as i64);
+            let out = &mut tmp[..len];
+            let ok = if g == 1 {
+                bitpack::unpack_block(src, u32::from(w), out, move |q| bb.wrapping_add(q as i64))
+            } else {
+                bitpack::unpack_block(src, u32::from(w), out, move |q| {
+                    bb.wrapping_add(q.wrapping_mul(g) as i64)
+                })
+            };
+            if !ok {
+                return Err(r.err("bit-packed data malformed"));
+            }
+            if exc > 0 {
+                p.apply(k * BLOCK, out);
+            }
+            sink.put(out);
+        }
+        Ok(())
     };
-    let mut at = 0usize;
-    for (k, &(w, off)) in metas.iter().enumerate() {
-        let len = (n - k * BLOCK).min(BLOCK);
-        let bytes = block_len(len, u32::from(w));
-        let src = data.get(at..at + bytes).ok_or_else(|| r.err("bit-packed data malformed"))?;
-        at += bytes;
-        let bb = base.wrapping_add(off.wrapping_mul(g) as i64);
-        let out = &mut tmp[..len];
-        let ok = if g == 1 {
-            bitpack::unpack_block(src, u32::from(w), out, move |q| bb.wrapping_add(q as i64))
-        } else {
-            bitpack::unpack_block(src, u32::from(w), out, move |q| bb.wrapping_add(q.wrapping_mul(g) as i64))
-        };
-        if !ok {
-            return Err(r.err("bit-packed data malformed"));
-        }
-        if exc > 0 {
-            p.apply(k * BLOCK, out);
-        }
-        sink.put(out);
-    }
-    Ok(())
+    // A small stream (exceptions, dictionaries, run lengths) must not pay for zeroing a whole
+    // block's buffer; a large one borrows this thread's.
+    if n <= SMALL { blocks(&mut [0i64; SMALL]) } else { with_scratch(|s| blocks(&mut s.1)) }
 }
 
 /// Ends the description of a frame-of-reference or split stream: its factor (when not 1),
@@ -1270,10 +1267,16 @@ fn decode_split(r: &mut Reader<'_>, n: usize, depth: u32, sink: &mut dyn Sink, d
     }
     let (pos, vals) = if exc > 0 { read_exceptions(r, n, exc, depth)? } else { (Vec::new(), Vec::new()) };
     let mut p = Patcher { pos: &pos, vals: &vals, k: 0 };
-    // Scratch blocks are reused across calls on this thread (zeroing 16 KiB per chunk would
-    // cost as much as decoding it); a nested use finds the scratch taken and allocates.
+    with_scratch(|s| split_blocks(r, n, k, g, base, data, &high, &mut p, exc, sink, s))
+}
+
+/// Runs `f` with this thread's scratch blocks. They are reused across calls (zeroing 16 KiB
+/// per chunk would cost as much as decoding it); a nested use would find them taken and
+/// allocate, but decoders take them only after reading their nested streams, and sinks
+/// decode nothing.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut scratch = SCRATCH.with(|c| c.take()).unwrap_or_else(|| Box::new(([0u64; BLOCK], [0i64; BLOCK])));
-    let result = split_blocks(r, n, k, g, base, data, &high, &mut p, exc, sink, &mut scratch);
+    let result = f(&mut scratch);
     SCRATCH.with(|c| c.set(Some(scratch)));
     result
 }

@@ -28,8 +28,8 @@ pub mod float;
 pub mod int;
 pub mod ts;
 
-pub(crate) use boolean::decode_bool_bitmap;
 pub use boolean::{decode_bool, encode_bool};
+pub(crate) use boolean::{decode_bool_bitmap, decode_bool_bits_append};
 pub use float::{decode_f64, encode_f64};
 pub use int::{decode_i64, encode_i64};
 pub use ts::{decode_timestamps, encode_timestamps};

@@ -154,13 +154,13 @@ impl Segment {
     pub(crate) fn block_ts_append(&self, b: &BlockIndex, out: &mut Vec<Timestamp>) -> Result<()> {
         let bytes = self.chunk_bytes(&b.ts_chunk)?;
         let at = out.len();
-        codec::ts::decode_timestamps_append(bytes, b.rows as usize, out)
+        let known_ascending = codec::ts::decode_timestamps_append(bytes, b.rows as usize, out)
             .map_err(|e| self.codec_err(&b.ts_chunk, e))?;
         let new = &out[at..];
         let ok = new.len() == b.rows as usize
             && new.first() == Some(&b.ts_min)
             && new.last() == Some(&b.ts_max)
-            && ascending(new);
+            && (known_ascending || ascending(new));
         if !ok {
             out.truncate(at);
             return Err(Error::corrupt(
@@ -187,7 +187,7 @@ impl Segment {
         fc: &FieldChunk,
     ) -> Result<(Vec<u64>, Option<Bitmap>)> {
         let mut vals = Vec::new();
-        let valid = self.block_field_append(ty, rows, fc, &mut DecodeScratch::default(), &mut vals)?;
+        let valid = self.block_field_append(ty, rows, fc, &mut vals)?;
         Ok((vals, valid))
     }
 
@@ -197,7 +197,6 @@ impl Segment {
         ty: FieldType,
         rows: usize,
         fc: &FieldChunk,
-        scratch: &mut DecodeScratch,
         out: &mut Vec<u64>,
     ) -> Result<Option<Bitmap>> {
         let c = &fc.chunk;
@@ -231,7 +230,7 @@ impl Segment {
             _ => return Err(bad("unknown chunk mode")),
         };
         let voff = (bytes.len() - values.len()) as u64;
-        decode_values_append(ty, values, count, scratch, out).map_err(|e| {
+        decode_values_append(ty, values, count, out).map_err(|e| {
             let cv = ChunkRef { offset: c.offset + voff, ..*c };
             self.codec_err(&cv, e)
         })?;
@@ -261,12 +260,7 @@ impl Segment {
         }
         // Blocks of a group are disjoint and ascending in time: each one's rows in `range`
         // are appended to the group's columns, decoded straight into them.
-        // This thread's buffers, kept between reads: a scan reads window after window, and
-        // buffers freed in between would go back to the system allocator's trimming.
-        let mut scratch = SCRATCH.with(|s| s.take());
-        let res = self.read_groups(m, range, fields, tombs, &per_group, &mut scratch, &mut out);
-        SCRATCH.with(|s| s.set(scratch));
-        res?;
+        self.read_groups(m, range, fields, tombs, &per_group, &mut out)?;
         out.drop_empty_rows();
         Ok(out)
     }
@@ -279,7 +273,6 @@ impl Segment {
         fields: &[&str],
         tombs: &[Arc<Tombstone>],
         per_group: &[Vec<(usize, usize)>],
-        scratch: &mut ReadScratch,
         out: &mut RowSet,
     ) -> Result<()> {
         for (g, wanted) in per_group.iter().enumerate() {
@@ -325,8 +318,7 @@ impl Segment {
                     let ty = m.fields[grp.fields[p] as usize].1;
                     let c = part.cols[col].as_mut().expect("column set up above");
                     let at = c.vals.len();
-                    let valid =
-                        self.block_field_append(ty, rows, &b.fields[p], &mut scratch.decode, &mut c.vals)?;
+                    let valid = self.block_field_append(ty, rows, &b.fields[p], &mut c.vals)?;
                     if valid.is_none() && !any_overlap(dels, b.ts_min, b.ts_max) {
                         // Every row has a value and no delete touches the block: the decoded
                         // values stay where they are, cut to the range.
@@ -415,40 +407,18 @@ fn spread(vals: &[u64], valid: Option<Bitmap>, rows: usize) -> ColData {
     }
 }
 
-thread_local! {
-    static SCRATCH: std::cell::Cell<ReadScratch> = std::cell::Cell::new(ReadScratch::default());
-}
-
-/// Buffers [`Segment::read`] reuses from block to block (and, per thread, from read to read).
-#[derive(Debug, Default)]
-struct ReadScratch {
-    decode: DecodeScratch,
-}
-
-/// The buffer booleans decode into before they become raw bits (floats and integers decode
-/// straight into the column).
-#[derive(Debug, Default)]
-pub(crate) struct DecodeScratch {
-    bools: Vec<bool>,
-}
-
 /// Decodes `n` values of type `ty` and appends their bits to `out` (unchanged on error).
 pub(crate) fn decode_values_append(
     ty: FieldType,
     bytes: &[u8],
     n: usize,
-    scratch: &mut DecodeScratch,
     out: &mut Vec<u64>,
 ) -> Result<(), codec::DecodeError> {
     match ty {
-        FieldType::F64 => codec::decode_f64_bits_append(bytes, n, out)?,
-        FieldType::I64 => codec::decode_i64_bits_append(bytes, n, out)?,
-        FieldType::Bool => {
-            codec::decode_bool(bytes, n, &mut scratch.bools)?;
-            out.extend(scratch.bools.iter().map(|&v| v as u64));
-        }
+        FieldType::F64 => codec::decode_f64_bits_append(bytes, n, out),
+        FieldType::I64 => codec::decode_i64_bits_append(bytes, n, out),
+        FieldType::Bool => codec::decode_bool_bits_append(bytes, n, out),
     }
-    Ok(())
 }
 
 cpu_dispatch! {
