@@ -15,7 +15,8 @@
 
 use super::bitpack::bit_width;
 use super::int::{
-    Plan, Sink, decode_stream, encode_planned, encode_stream, read_exceptions, search, sub_stream,
+    Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs, read_exceptions, search,
+    sub_stream,
 };
 use super::{
     DecodeError, Desc, Hint, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note,
@@ -411,12 +412,23 @@ struct ScaleSink<'a> {
     bad: u64,
 }
 
+/// Appends the bits of `digits` scaled to floats to `out`; non-zero if a digit is out of range.
+fn scale_into(scale: Scale, out: &mut Vec<u64>, digits: &[i64]) -> u64 {
+    match scale {
+        Scale::Dec(e) => extend_div_dispatch(out, digits, POW10[e as usize]),
+        Scale::Bin(s) => extend_mul_dispatch(out, digits, pow2(-i32::from(s))),
+    }
+}
+
 impl Sink for ScaleSink<'_> {
     fn put(&mut self, block: &mut [i64]) {
-        match self.scale {
-            Scale::Dec(e) => self.bad |= extend_div_dispatch(self.out, block, POW10[e as usize]),
-            Scale::Bin(s) => self.bad |= extend_mul_dispatch(self.out, block, pow2(-i32::from(s))),
-        }
+        self.bad |= scale_into(self.scale, self.out, block);
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        // Each run's value is scaled once; the runs then expand as floats.
+        let mut scaled = Vec::with_capacity(vals.len());
+        self.bad |= scale_into(self.scale, &mut scaled, vals);
+        expand_runs(self.out, scaled.into_iter(), lens);
     }
 }
 
@@ -426,6 +438,9 @@ struct BitsSink<'a>(&'a mut Vec<u64>);
 impl Sink for BitsSink<'_> {
     fn put(&mut self, block: &mut [i64]) {
         self.0.extend(block.iter().map(|&b| b as u64));
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        expand_runs(self.0, vals.iter().map(|&b| b as u64), lens);
     }
 }
 
@@ -513,6 +528,39 @@ mod tests {
             assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
         }
         buf.len()
+    }
+
+    /// Held values (a reading that changes now and then) are stored as runs, scaled or as
+    /// raw bits, and decode bit for bit, after what the output already holds.
+    #[test]
+    fn held_values_decode_as_runs() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut decimals = Vec::new();
+        let mut raw_bits = Vec::new();
+        while decimals.len() < 5000 {
+            let hold = 1 + (next() % 40) as usize;
+            let d = ((next() % 2000) as f64 - 500.0) / 10.0;
+            let b = f64::from_bits(next() >> 2);
+            decimals.extend(std::iter::repeat_n(d, hold));
+            raw_bits.extend(std::iter::repeat_n(b, hold));
+        }
+        for (v, chain) in [(&decimals, "alp(e=1)+rle"), (&raw_bits, "bits+rle")] {
+            let mut buf = Vec::new();
+            encode_f64(v, &mut buf);
+            let desc = crate::codec::describe(&buf);
+            assert!(desc.starts_with(chain), "{desc}");
+            rt(v);
+            let mut bits = vec![7u64];
+            decode_f64_bits_append(&buf, v.len(), &mut bits).unwrap();
+            assert_eq!(bits[0], 7);
+            assert!(bits[1..].iter().zip(v.iter()).all(|(&a, b)| a == b.to_bits()));
+        }
     }
 
     /// The per-value count of binary scales equals trying every scale on every value.

@@ -875,6 +875,30 @@ pub trait Sink {
     /// Takes the next values. The block is the sink's to change: layers transform it in
     /// place (a running sum, a dictionary lookup) and pass it on.
     fn put(&mut self, block: &mut [i64]);
+
+    /// Takes runs: `vals[i]` repeated `lens[i] + 1` times, in order (lengths checked by the
+    /// caller: none negative). A sink that maps values one by one maps each run's value once
+    /// and expands after; the others expand into blocks with [`put_runs_as_blocks`].
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]);
+}
+
+/// Expands runs into blocks of a sink.
+fn put_runs_as_blocks(sink: &mut dyn Sink, vals: &[i64], lens: &[i64]) {
+    let mut b = Blocks::new(sink);
+    for (&v, &l) in vals.iter().zip(lens) {
+        b.run(v, l as usize + 1);
+    }
+    b.flush();
+}
+
+/// Appends runs (`vals[i]` repeated `lens[i] + 1` times, no length negative) to `out`, one
+/// `extend` of a repeated value per run (a vectorised fill without zeroing the space first).
+pub(crate) fn expand_runs<T: Copy + Default>(out: &mut Vec<T>, vals: impl Iterator<Item = T>, lens: &[i64]) {
+    let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
+    out.reserve(total);
+    for (v, &l) in vals.zip(lens) {
+        out.extend(std::iter::repeat_n(v, l as usize + 1));
+    }
 }
 
 /// Appends to a vector.
@@ -885,6 +909,9 @@ impl Sink for VecSink<'_> {
     fn put(&mut self, block: &mut [i64]) {
         self.0.extend_from_slice(block);
     }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        expand_runs(self.0, vals.iter().copied(), lens);
+    }
 }
 
 /// Appends bit patterns to a vector.
@@ -894,6 +921,9 @@ impl Sink for BitsVecSink<'_> {
     #[inline]
     fn put(&mut self, block: &mut [i64]) {
         self.0.extend(block.iter().map(|&v| v as u64));
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        expand_runs(self.0, vals.iter().map(|&v| v as u64), lens);
     }
 }
 
@@ -907,6 +937,9 @@ impl Sink for DeltaSink<'_> {
     fn put(&mut self, block: &mut [i64]) {
         self.acc = prefix_sum(block, self.acc);
         self.inner.put(block);
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        put_runs_as_blocks(self, vals, lens);
     }
 }
 
@@ -927,6 +960,9 @@ impl Sink for DeltaDeltaSink<'_> {
         }
         (self.d, self.v) = (d, v);
         self.inner.put(block);
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        put_runs_as_blocks(self, vals, lens);
     }
 }
 
@@ -949,9 +985,9 @@ struct DictSink<'a> {
     bad: bool,
 }
 
-impl Sink for DictSink<'_> {
-    fn put(&mut self, block: &mut [i64]) {
-        for x in block.iter_mut() {
+impl DictSink<'_> {
+    fn look_up(&mut self, codes: &mut [i64]) {
+        for x in codes.iter_mut() {
             *x = match self.dict.get(*x as u64 as usize) {
                 Some(&v) => v,
                 None => {
@@ -960,7 +996,17 @@ impl Sink for DictSink<'_> {
                 }
             };
         }
+    }
+}
+
+impl Sink for DictSink<'_> {
+    fn put(&mut self, block: &mut [i64]) {
+        self.look_up(block);
         self.inner.put(block);
+    }
+    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
+        self.look_up(vals);
+        self.inner.put_runs(vals, lens);
     }
 }
 
@@ -1038,9 +1084,9 @@ pub(crate) fn decode_stream(
         S_CONST => {
             let v = r.zigzag()?;
             note(&mut desc, "const");
-            let mut b = Blocks::new(sink);
-            b.run(v, n);
-            b.flush();
+            if n > 0 {
+                sink.put_runs(&mut [v], &[(n - 1) as i64]);
+            }
             Ok(())
         }
         S_RAW => {
@@ -1107,11 +1153,7 @@ pub(crate) fn decode_stream(
             if total != n as u64 {
                 return Err(r.err("run lengths do not add up to n"));
             }
-            let mut b = Blocks::new(sink);
-            for (&v, &l) in vals.iter().zip(lens.iter()) {
-                b.run(v, l as usize + 1);
-            }
-            b.flush();
+            sink.put_runs(&mut vals, &lens);
             Ok(())
         }
         S_DICT => {
@@ -1458,6 +1500,86 @@ mod tests {
                 assert_eq!(got, want, "k {k} n {n}");
                 assert_eq!(desc, format!("{}raw", "delta+".repeat(k)));
             }
+        }
+    }
+
+    /// Runs reach every kind of sink: expanded directly by the ones that map values one by
+    /// one (after mapping each run's value once), as blocks by the running sums, and through
+    /// a dictionary to whatever it feeds; a bad dictionary code still fails.
+    #[test]
+    fn runs_decode_through_every_sink() {
+        fn raw(out: &mut Vec<u8>, v: &[i64]) {
+            out.push(S_RAW);
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        fn rle(out: &mut Vec<u8>, vals: &[i64], lens: &[i64]) {
+            out.push(S_RLE);
+            crate::codec::put_varint(out, vals.len() as u64);
+            raw(out, vals);
+            raw(out, lens);
+        }
+        let vals: Vec<i64> = vec![3, -1, 0, 7, 2, 2, -9, 1];
+        for lens in [vec![0i64; 8], vec![0, 15, 16, 17, 1, 300, 2, 31], vec![1000, 0, 0, 0, 0, 0, 0, 2000]] {
+            let runs: Vec<i64> =
+                vals.iter().zip(&lens).flat_map(|(&v, &l)| std::iter::repeat_n(v, l as usize + 1)).collect();
+            let n = runs.len();
+            let mut plain = Vec::new();
+            rle(&mut plain, &vals, &lens);
+            // straight into a vector, as values and as bits, after what is there
+            let mut got = vec![42];
+            decode_stream(&mut Reader::new(&plain), n, 0, &mut VecSink(&mut got), None).unwrap();
+            assert_eq!(got[1..], runs[..]);
+            let mut bits = vec![42u64];
+            decode_stream(&mut Reader::new(&plain), n, 0, &mut BitsVecSink(&mut bits), None).unwrap();
+            assert_eq!(bits[1..], runs.iter().map(|&v| v as u64).collect::<Vec<_>>()[..]);
+            // under one and two running sums
+            for depth in 1..=2usize {
+                let mut buf = Vec::new();
+                let firsts = [5i64, -4];
+                for &f in &firsts[..depth] {
+                    buf.push(S_DELTA);
+                    crate::codec::put_zigzag(&mut buf, f);
+                }
+                let mut inner = Vec::new();
+                rle(&mut inner, &vals, &lens);
+                buf.extend_from_slice(&inner);
+                let mut want = runs.clone();
+                for &f in firsts[..depth].iter().rev() {
+                    let mut acc = f;
+                    want = std::iter::once(f)
+                        .chain(want.iter().map(|&d| {
+                            acc = acc.wrapping_add(d);
+                            acc
+                        }))
+                        .collect();
+                }
+                let mut got = Vec::new();
+                decode_stream(&mut Reader::new(&buf), n + depth, 0, &mut VecSink(&mut got), None).unwrap();
+                assert_eq!(got, want, "depth {depth}");
+            }
+            // codes through a dictionary
+            let dict = [100i64, -200, 300, 400, 500, 600, 700, 800];
+            let codes: Vec<i64> = vals.iter().map(|&v| v.rem_euclid(8)).collect();
+            let mut buf = vec![S_DICT];
+            crate::codec::put_varint(&mut buf, dict.len() as u64);
+            raw(&mut buf, &dict);
+            rle(&mut buf, &codes, &lens);
+            let mut got = Vec::new();
+            decode_stream(&mut Reader::new(&buf), n, 0, &mut VecSink(&mut got), None).unwrap();
+            let want: Vec<i64> = codes
+                .iter()
+                .zip(&lens)
+                .flat_map(|(&c, &l)| std::iter::repeat_n(dict[c as usize], l as usize + 1))
+                .collect();
+            assert_eq!(got, want);
+            let mut bad = vec![S_DICT];
+            crate::codec::put_varint(&mut bad, 2);
+            raw(&mut bad, &dict[..2]);
+            rle(&mut bad, &codes, &lens);
+            let res = decode_stream(&mut Reader::new(&bad), n, 0, &mut VecSink(&mut Vec::new()), None);
+            assert!(res.is_err());
         }
     }
 
