@@ -36,10 +36,10 @@
 /// run-time dispatch's one `unsafe` lives here, so every hot loop with an AVX2 copy shares
 /// one safety argument.
 macro_rules! cpu_dispatch {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
         $fast:path, $features:literal if $check:path, else $base:path) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = $features)]
@@ -55,10 +55,10 @@ macro_rules! cpu_dispatch {
             $base($($arg),*)
         }
     };
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? =
         $fast:path, $features:literal if $check:path) => {
         cpu_dispatch! {
-            $(#[$m])* fn $name($($arg: $ty),*) $(-> $ret)? = $fast, $features if $check, else $fast
+            $(#[$m])* $vis fn $name($($arg: $ty),*) $(-> $ret)? = $fast, $features if $check, else $fast
         }
     };
 }

@@ -15,7 +15,7 @@
 
 use super::bitpack::bit_width;
 use super::int::{
-    Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs, read_exceptions, search,
+    Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs_bits, read_exceptions, search,
     sub_stream,
 };
 use super::{
@@ -428,7 +428,7 @@ impl Sink for ScaleSink<'_> {
         // Each run's value is scaled once; the runs then expand as floats.
         let mut scaled = Vec::with_capacity(vals.len());
         self.bad |= scale_into(self.scale, &mut scaled, vals);
-        expand_runs(self.out, scaled.into_iter(), lens);
+        expand_runs_bits(self.out, &scaled, lens);
     }
 }
 
@@ -440,7 +440,8 @@ impl Sink for BitsSink<'_> {
         self.0.extend(block.iter().map(|&b| b as u64));
     }
     fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
-        expand_runs(self.0, vals.iter().map(|&b| b as u64), lens);
+        let bits: Vec<u64> = vals.iter().map(|&b| b as u64).collect();
+        expand_runs_bits(self.0, &bits, lens);
     }
 }
 

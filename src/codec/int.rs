@@ -893,12 +893,42 @@ fn put_runs_as_blocks(sink: &mut dyn Sink, vals: &[i64], lens: &[i64]) {
 
 /// Appends runs (`vals[i]` repeated `lens[i] + 1` times, no length negative) to `out`, one
 /// `extend` of a repeated value per run (a vectorised fill without zeroing the space first).
-pub(crate) fn expand_runs<T: Copy + Default>(out: &mut Vec<T>, vals: impl Iterator<Item = T>, lens: &[i64]) {
+pub(crate) fn expand_runs<T: Copy>(out: &mut Vec<T>, vals: impl Iterator<Item = T>, lens: &[i64]) {
     let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
     out.reserve(total);
     for (v, &l) in vals.zip(lens) {
         out.extend(std::iter::repeat_n(v, l as usize + 1));
     }
+}
+
+#[inline(always)]
+fn expand_runs_slice(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) {
+    const STRIDE: usize = 16;
+    let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
+    let at = out.len();
+    out.resize(at + total + STRIDE, 0);
+    let buf = &mut out[at..];
+    let mut pos = 0usize;
+    for (&v, &l) in vals.iter().zip(lens) {
+        let len = l as usize + 1;
+        buf[pos..pos + STRIDE].fill(v);
+        if len > STRIDE {
+            let mut p = pos + STRIDE;
+            while p < pos + len {
+                buf[p..p + STRIDE].fill(v);
+                p += STRIDE;
+            }
+        }
+        pos += len;
+    }
+    out.truncate(at + total);
+}
+
+cpu_dispatch! {
+/// [`expand_runs`] of bit patterns, compiled for AVX2 where the CPU has it (four values per
+/// store instead of two: runs of a few values are common in slow sensor channels).
+pub(crate) fn expand_runs_bits(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) =
+    expand_runs_slice, "avx2" if super::has_avx2
 }
 
 /// Appends to a vector.
@@ -923,7 +953,8 @@ impl Sink for BitsVecSink<'_> {
         self.0.extend(block.iter().map(|&v| v as u64));
     }
     fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
-        expand_runs(self.0, vals.iter().map(|&v| v as u64), lens);
+        let bits: Vec<u64> = vals.iter().map(|&v| v as u64).collect();
+        expand_runs_bits(self.0, &bits, lens);
     }
 }
 
