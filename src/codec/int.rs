@@ -905,23 +905,19 @@ pub(crate) fn expand_runs<T: Copy>(out: &mut Vec<T>, vals: impl Iterator<Item = 
 fn expand_runs_slice(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) {
     const STRIDE: usize = 16;
     let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
-    let at = out.len();
-    out.resize(at + total + STRIDE, 0);
-    let buf = &mut out[at..];
-    let mut pos = 0usize;
+    out.reserve(total + STRIDE);
     for (&v, &l) in vals.iter().zip(lens) {
         let len = l as usize + 1;
-        buf[pos..pos + STRIDE].fill(v);
-        if len > STRIDE {
-            let mut p = pos + STRIDE;
-            while p < pos + len {
-                buf[p..p + STRIDE].fill(v);
-                p += STRIDE;
-            }
+        if len <= STRIDE {
+            // A fixed count: a few vector stores, no loop; the spill past the run is cut off
+            // (and overwritten by the next run).
+            let at = out.len();
+            out.extend(std::iter::repeat_n(v, STRIDE));
+            out.truncate(at + len);
+        } else {
+            out.extend(std::iter::repeat_n(v, len));
         }
-        pos += len;
     }
-    out.truncate(at + total);
 }
 
 cpu_dispatch! {
