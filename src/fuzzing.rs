@@ -92,8 +92,10 @@ pub fn codec(data: &[u8]) {
     match data[0] % 4 {
         0 => {
             let mut out = Vec::new();
-            if crate::codec::decode_timestamps(chunk, n, &mut out).is_ok() {
+            if let Ok(known_ascending) = crate::codec::ts::decode_timestamps_append(chunk, n, &mut out) {
                 assert_eq!(out.len(), n);
+                // The reader skips its check on this claim: it must never be wrong.
+                assert!(!known_ascending || out.windows(2).all(|w| w[0] < w[1]), "claimed ascending");
             }
         }
         1 => {
@@ -104,8 +106,23 @@ pub fn codec(data: &[u8]) {
         }
         2 => {
             let mut out = Vec::new();
-            if crate::codec::decode_i64(chunk, n, &mut out).is_ok() {
+            let values = crate::codec::decode_i64(chunk, n, &mut out);
+            if values.is_ok() {
                 assert_eq!(out.len(), n);
+            }
+            // The reader's path (bit patterns appended after what a column holds, runs
+            // expanded by other code) must agree with the plain one.
+            let mut bits = vec![7u64];
+            match crate::codec::decode_i64_bits_append(chunk, n, &mut bits) {
+                Ok(()) => {
+                    assert!(values.is_ok(), "the bits decoder accepted a chunk the plain one refused");
+                    assert_eq!(bits[0], 7);
+                    assert!(bits[1..].iter().map(|&b| b as i64).eq(out.iter().copied()));
+                }
+                Err(_) => {
+                    assert!(values.is_err(), "the bits decoder refused a chunk the plain one accepted");
+                    assert_eq!(bits, [7], "a failed append must leave the output as it was");
+                }
             }
         }
         _ => {
@@ -123,6 +140,20 @@ pub fn codec(data: &[u8]) {
                 }
                 Err(_) => {
                     assert!(bytes.is_err(), "the bitmap decoder refused a chunk the byte decoder accepted")
+                }
+            }
+            // And the reader's path, as 0 / 1 words after what a column holds.
+            let mut words = vec![7u64];
+            match crate::codec::decode_bool_bits_append(chunk, n, &mut words) {
+                Ok(()) => {
+                    assert!(bytes.is_ok(), "the bits decoder accepted a chunk the byte decoder refused");
+                    assert_eq!(words[0], 7);
+                    assert!(words[1..].iter().map(|&w| w == 1).eq(out.iter().copied()));
+                    assert!(words[1..].iter().all(|&w| w <= 1));
+                }
+                Err(_) => {
+                    assert!(bytes.is_err(), "the bits decoder refused a chunk the byte decoder accepted");
+                    assert_eq!(words, [7], "a failed append must leave the output as it was");
                 }
             }
         }

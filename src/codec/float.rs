@@ -559,6 +559,7 @@ mod tests {
             rt(v);
             let mut bits = vec![7u64];
             decode_f64_bits_append(&buf, v.len(), &mut bits).unwrap();
+            assert_eq!(bits.len(), v.len() + 1);
             assert_eq!(bits[0], 7);
             assert!(bits[1..].iter().zip(v.iter()).all(|(&a, b)| a == b.to_bits()));
         }

@@ -866,12 +866,13 @@ impl Distinct {
 // ------------------------------------------------------------------------------------------
 // decoder
 //
-// Decoders push their values, in order and in blocks of at most 256, into a `Sink`. Layers that
-// transform values (delta, dictionary, the float scales) are sinks wrapping the next sink, so a
-// chain like delta + frame-of-reference decodes in one pass through a 64-value stack buffer.
+// Decoders push their values, in order and in blocks of at most `BLOCK` (1,024), into a
+// `Sink`; run-length and constant streams hand over whole runs instead. Layers that transform
+// values (delta, dictionary, the float scales) are sinks wrapping the next sink, so a chain
+// like delta + frame-of-reference decodes in one pass through one block of scratch.
 
 /// Receives decoded values block by block, in order.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Takes the next values. The block is the sink's to change: layers transform it in
     /// place (a running sum, a dictionary lookup) and pass it on.
     fn put(&mut self, block: &mut [i64]);
@@ -891,26 +892,19 @@ fn put_runs_as_blocks(sink: &mut dyn Sink, vals: &[i64], lens: &[i64]) {
     b.flush();
 }
 
-/// Appends runs (`vals[i]` repeated `lens[i] + 1` times, no length negative) to `out`, one
-/// `extend` of a repeated value per run (a vectorised fill without zeroing the space first).
-pub(crate) fn expand_runs<T: Copy>(out: &mut Vec<T>, vals: impl Iterator<Item = T>, lens: &[i64]) {
-    let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
-    out.reserve(total);
-    for (v, &l) in vals.zip(lens) {
-        out.extend(std::iter::repeat_n(v, l as usize + 1));
-    }
-}
-
+/// Appends runs (`vals[i]` repeated `lens[i] + 1` times, no length negative) to `out`. A run
+/// of up to 16 values is one extend of exactly 16 copies (a few vector stores, no loop) cut
+/// back to its length, so short runs cost one predictable branch each; a loop per run
+/// mispredicts on every run once run lengths stop repeating.
 #[inline(always)]
-fn expand_runs_slice(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) {
+fn expand_runs<T: Copy>(out: &mut Vec<T>, vals: &[T], lens: &[i64]) {
     const STRIDE: usize = 16;
     let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
     out.reserve(total + STRIDE);
     for (&v, &l) in vals.iter().zip(lens) {
         let len = l as usize + 1;
         if len <= STRIDE {
-            // A fixed count: a few vector stores, no loop; the spill past the run is cut off
-            // (and overwritten by the next run).
+            // The spill past the run is cut off (and overwritten by the next run).
             let at = out.len();
             out.extend(std::iter::repeat_n(v, STRIDE));
             out.truncate(at + len);
@@ -920,11 +914,16 @@ fn expand_runs_slice(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) {
     }
 }
 
+#[inline(always)]
+fn expand_runs_u64(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) {
+    expand_runs(out, vals, lens)
+}
+
 cpu_dispatch! {
-/// [`expand_runs`] of bit patterns, compiled for AVX2 where the CPU has it (four values per
-/// store instead of two: runs of a few values are common in slow sensor channels).
+/// [`expand_runs`] of bit patterns (the float scale's and the segment reader's output),
+/// compiled for AVX2 where the CPU has it: four values per store instead of two.
 pub(crate) fn expand_runs_bits(out: &mut Vec<u64>, vals: &[u64], lens: &[i64]) =
-    expand_runs_slice, "avx2" if super::has_avx2
+    expand_runs_u64, "avx2" if super::has_avx2
 }
 
 /// Appends to a vector.
@@ -936,7 +935,7 @@ impl Sink for VecSink<'_> {
         self.0.extend_from_slice(block);
     }
     fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
-        expand_runs(self.0, vals.iter().copied(), lens);
+        expand_runs(self.0, vals, lens);
     }
 }
 
@@ -1350,7 +1349,8 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     result
 }
 
-/// Two blocks of scratch for the split decoder.
+/// Two blocks of scratch: the split decoder's low bits and values, the frame-of-reference
+/// decoder's values.
 type Scratch = ([u64; BLOCK], [i64; BLOCK]);
 
 thread_local! {
@@ -1485,7 +1485,8 @@ mod tests {
     #[test]
     fn nested_deltas_decode_as_running_sums() {
         let mut rng = 0x1234_5678_9abc_def1u64;
-        for k in 1..=MAX_DECODE_DEPTH as usize + 1 {
+        let max = MAX_DECODE_DEPTH as usize;
+        for k in 1..=max + 2 {
             for n in (0..k + 3).chain([255, 256, 257, 1000]) {
                 let firsts: Vec<i64> = (0..k)
                     .map(|_| {
@@ -1496,11 +1497,15 @@ mod tests {
                     })
                     .collect();
                 let raw: Vec<i64> = (0..n.saturating_sub(k) as i64).map(|i| (i * 37) % 11 - 5).collect();
+                // where each stream's tag sits: the k delta layers, then the raw values
+                let mut tags = Vec::new();
                 let mut buf = Vec::new();
                 for &f in &firsts {
+                    tags.push(buf.len());
                     buf.push(S_DELTA);
                     crate::codec::put_zigzag(&mut buf, f);
                 }
+                tags.push(buf.len());
                 buf.push(S_RAW);
                 for v in &raw {
                     buf.extend_from_slice(&v.to_le_bytes());
@@ -1509,8 +1514,19 @@ mod tests {
                 let mut desc = String::new();
                 let res =
                     decode_stream(&mut Reader::new(&buf), n, 0, &mut VecSink(&mut got), Some(&mut desc));
-                if n < k || k > MAX_DECODE_DEPTH as usize {
-                    assert!(res.is_err(), "k {k} n {n}");
+                // Stream i sits at depth i and holds n - i values: the first one too deep, or a
+                // delta layer with none, fails at its tag, exactly as one layer at a time does.
+                let failure = (0..=k).find_map(|i| {
+                    if i > max {
+                        Some((tags[i], "integer streams nested too deeply"))
+                    } else if i < k && n <= i {
+                        Some((tags[i], "delta stream with no values"))
+                    } else {
+                        None
+                    }
+                });
+                if let Some((offset, what)) = failure {
+                    assert_eq!(res, Err(DecodeError { offset, what }), "k {k} n {n}");
                     continue;
                 }
                 res.unwrap();

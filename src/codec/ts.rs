@@ -149,6 +149,26 @@ mod tests {
         }
     }
 
+    /// The ascending claim at its edge: a step ending exactly at `i64::MAX` is claimed, one
+    /// step further wraps and is not.
+    #[test]
+    fn ascending_is_claimed_up_to_the_last_timestamp() {
+        for (ts, claimed) in [
+            (vec![i64::MAX - 14, i64::MAX - 7, i64::MAX], true),
+            (vec![i64::MAX - 7, i64::MAX, i64::MIN + 6], false),
+            (vec![-3_000_000, -1_000_000, 1_000_000], true),
+            (vec![5, 5, 5], false),
+            (vec![9, 2, -5], false),
+        ] {
+            let mut buf = Vec::new();
+            encode_timestamps(&ts, &mut buf);
+            assert_eq!(crate::codec::describe(&buf), "ts-const", "{ts:?}");
+            let mut out = Vec::new();
+            assert_eq!(decode_timestamps_append(&buf, ts.len(), &mut out), Ok(claimed), "{ts:?}");
+            assert_eq!(out, ts);
+        }
+    }
+
     #[test]
     fn gaps_are_exceptions() {
         let mut ts: Vec<i64> = (0..4096).map(|i| 1_704_067_200_000_000 + i * 10_000).collect();
