@@ -900,12 +900,15 @@ fn put_runs_as_blocks(sink: &mut dyn Sink, vals: &[i64], lens: &[i64]) {
 fn expand_runs<T: Copy>(out: &mut Vec<T>, vals: &[T], lens: &[i64]) {
     const STRIDE: usize = 16;
     let total: usize = lens.iter().map(|&l| l as usize + 1).sum();
-    out.reserve(total + STRIDE);
+    // Exactly the room the runs need: the reader sizes a column for all of its rows, and
+    // slack asked for here would reallocate (copy) the whole column at its last block.
+    out.reserve(total);
+    let cap = out.capacity();
     for (&v, &l) in vals.iter().zip(lens) {
         let len = l as usize + 1;
-        if len <= STRIDE {
+        let at = out.len();
+        if len <= STRIDE && at + STRIDE <= cap {
             // The spill past the run is cut off (and overwritten by the next run).
-            let at = out.len();
             out.extend(std::iter::repeat_n(v, STRIDE));
             out.truncate(at + len);
         } else {
