@@ -40,14 +40,18 @@ impl RowSet {
     /// Drops rows in which no column holds a value, and columns that hold none.
     pub(crate) fn drop_empty_rows(&mut self) {
         let n = self.ts.len();
-        // Usually some column has a value in every row: then no row is empty.
-        if !self.cols.iter().flatten().any(|c| c.valid.count_ones() == n) {
-            self.drop_rows_without_values();
-        }
+        // One count per column: columns without values go; usually some column has a value
+        // in every row, and then no row is empty.
+        let mut full = false;
         for c in self.cols.iter_mut() {
-            if c.as_ref().is_some_and(|c| c.valid.count_ones() == 0) {
+            let ones = c.as_ref().map_or(0, |c| c.valid.count_ones());
+            if ones == 0 {
                 *c = None;
             }
+            full |= ones == n && c.is_some();
+        }
+        if !full {
+            self.drop_rows_without_values();
         }
     }
 

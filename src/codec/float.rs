@@ -15,8 +15,8 @@
 
 use super::bitpack::bit_width;
 use super::int::{
-    Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs_bits, read_exceptions, search,
-    sub_stream,
+    BitsVecSink, Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs_bits, read_exceptions,
+    search, sub_stream,
 };
 use super::{
     DecodeError, Desc, Hint, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note,
@@ -394,8 +394,7 @@ pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<u64>, mut desc: 
         TAG_F_BITS => {
             note(&mut desc, "bits+");
             out.reserve(n);
-            let mut sink = BitsSink(out);
-            decode_stream(&mut r, n, 0, &mut sink, desc)?;
+            decode_stream(&mut r, n, 0, &mut BitsVecSink(out), desc)?;
             if out.len() - at != n {
                 return Err(r.err("stream produced the wrong number of values"));
             }
@@ -429,19 +428,6 @@ impl Sink for ScaleSink<'_> {
         let mut scaled = Vec::with_capacity(vals.len());
         self.bad |= scale_into(self.scale, &mut scaled, vals);
         expand_runs_bits(self.out, &scaled, lens);
-    }
-}
-
-/// Integer bit patterns are the floats' bits.
-struct BitsSink<'a>(&'a mut Vec<u64>);
-
-impl Sink for BitsSink<'_> {
-    fn put(&mut self, block: &mut [i64]) {
-        self.0.extend(block.iter().map(|&b| b as u64));
-    }
-    fn put_runs(&mut self, vals: &mut [i64], lens: &[i64]) {
-        let bits: Vec<u64> = vals.iter().map(|&b| b as u64).collect();
-        expand_runs_bits(self.0, &bits, lens);
     }
 }
 

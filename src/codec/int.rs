@@ -942,8 +942,9 @@ impl Sink for VecSink<'_> {
     }
 }
 
-/// Appends bit patterns to a vector.
-struct BitsVecSink<'a>(&'a mut Vec<u64>);
+/// Appends bit patterns to a vector (integers as the reader keeps them, and floats stored
+/// as their raw bits).
+pub(crate) struct BitsVecSink<'a>(pub(crate) &'a mut Vec<u64>);
 
 impl Sink for BitsVecSink<'_> {
     #[inline]
@@ -1089,9 +1090,22 @@ pub(crate) fn decode_vec(
     desc: Desc<'_>,
 ) -> Result<()> {
     out.clear();
+    decode_vec_append(r, n, depth, out, desc)
+}
+
+/// Decodes a stream of `n` values and appends them to `out` (what it appended stays on error:
+/// callers that promise an unchanged output cut it back).
+pub(crate) fn decode_vec_append(
+    r: &mut Reader<'_>,
+    n: usize,
+    depth: u32,
+    out: &mut Vec<i64>,
+    desc: Desc<'_>,
+) -> Result<()> {
+    let at = out.len();
     out.reserve(n);
     decode_stream(r, n, depth, &mut VecSink(out), desc)?;
-    if out.len() != n {
+    if out.len() - at != n {
         return Err(r.err("stream produced the wrong number of values"));
     }
     Ok(())

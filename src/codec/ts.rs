@@ -2,7 +2,7 @@
 //! the integer streams (where delta, delta-of-delta and frame-of-reference with gaps as patched
 //! exceptions are the usual winners). Any `i64` sequence round-trips (wrapping arithmetic).
 
-use super::int::{VecSink, decode_stream, encode_stream};
+use super::int::{decode_vec_append, encode_stream};
 use super::{
     DecodeError, Desc, Reader, Result, TAG_TS_CONST, TAG_TS_INT, finish_chunk, note, put_varint, put_zigzag,
     read_header, unwrap_chunk,
@@ -64,12 +64,7 @@ fn decode_append(chunk: &[u8], n: usize, out: &mut Vec<i64>, mut desc: Desc<'_>)
         }
         TAG_TS_INT => {
             note(&mut desc, "ts:");
-            let at = out.len();
-            out.reserve(n);
-            decode_stream(&mut r, n, 0, &mut VecSink(out), desc)?;
-            if out.len() - at != n {
-                return Err(r.err("stream produced the wrong number of values"));
-            }
+            decode_vec_append(&mut r, n, 0, out, desc)?;
             false
         }
         _ => return Err(DecodeError { offset: 0, what: "not a timestamp chunk" }),
