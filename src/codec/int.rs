@@ -10,7 +10,7 @@
 use super::bitpack::{self, BLOCK, bit_width, block_len};
 use super::{
     DecodeError, Desc, Hint, Reader, Result, TAG_I64, finish_chunk, note, put_varint, put_zigzag,
-    read_header, unwrap_chunk, zstd_compress, zstd_decompress,
+    read_header, unwrap_chunk, zstd_compress_min_match, zstd_decompress,
 };
 
 /// Stream tag: every value equal; body `value:zigzag-varint`.
@@ -38,6 +38,13 @@ const DICT_MAX_DEPTH: u32 = 2;
 const SPLIT_MAX_DEPTH: u32 = 2;
 /// zstd level used for the high bytes of split streams.
 const SPLIT_ZSTD_LEVEL: i32 = 1;
+/// Shortest match zstd may use in the high bytes of split streams: the longest minimum it
+/// allows. High bytes are a small alphabet of noise, where level 1's default (4 bytes) finds
+/// many short matches that save next to nothing and cost a sequence-decoding stage; runs of
+/// a held value still match. Against the default, measured on a fleet scan (one core,
+/// interleaved): 914-965 -> 968-1010 M values/s, 3.6 % fewer instructions; size within
+/// 0.25 % on every shared set (skab +0.25 %, nab -0.02 %, factory -0.04 %, 1 ms +0.11 %).
+const SPLIT_ZSTD_MIN_MATCH: u32 = 7;
 /// A split stream must be at least this much smaller (percent) than the best bit-packed
 /// candidate to be chosen: it decodes at ~0.5 G values/s against 1–2 G for bit-packing, so this
 /// is the knob between size and decode speed (100 disables split streams).
@@ -527,7 +534,7 @@ fn encode_split_framed(v: &[i64], fr: &Frame, depth: u32, budget: usize, out: &m
                 high.push(0);
             }
         }
-        let Some(z) = zstd_compress(&high, SPLIT_ZSTD_LEVEL) else { return };
+        let Some(z) = zstd_compress_min_match(&high, SPLIT_ZSTD_LEVEL, SPLIT_ZSTD_MIN_MATCH) else { return };
         let bits = z.len() * 8 + n * k + exc * exc_cost;
         if best.as_ref().is_none_or(|b| bits < b.0) {
             best = Some((bits, k, z));

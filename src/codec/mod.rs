@@ -347,6 +347,30 @@ pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     reused.or_else(|| zstd::bulk::compress(data, level).ok())
 }
 
+/// zstd-compresses `data` at `level` with matches no shorter than `min_match` bytes (3..=7;
+/// reusing this thread's context, whose default is restored afterwards).
+pub(crate) fn zstd_compress_min_match(data: &[u8], level: i32, min_match: u32) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::CParameter::MinMatch;
+    let reused = ZSTD_C
+        .try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            let comp = c.get(|| zstd::bulk::Compressor::new(level).ok())?;
+            comp.set_compression_level(level).ok()?;
+            comp.set_parameter(MinMatch(min_match)).ok()?;
+            let z = comp.compress(data).ok();
+            // 0 is "the level's default": the next user of this context gets a plain level
+            comp.set_parameter(MinMatch(0)).ok()?;
+            z
+        })
+        .ok()
+        .flatten();
+    reused.or_else(|| {
+        let mut comp = zstd::bulk::Compressor::new(level).ok()?;
+        comp.set_parameter(MinMatch(min_match)).ok()?;
+        comp.compress(data).ok()
+    })
+}
+
 /// Decompresses one zstd payload that must decompress to at most `capacity` bytes (never
 /// allocating more than that for the output).
 pub(crate) fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
@@ -494,5 +518,24 @@ mod tests {
         assert_eq!(describe(&[]), "invalid");
         assert_eq!(describe(&[0xEE, 1, 2]), "invalid");
         assert_eq!(describe(&[TAG_ZSTD, 5, 1, 2, 3]), "invalid");
+    }
+
+    #[test]
+    fn min_match_applies_to_one_call_only() {
+        // 4-byte patterns that recur with other bytes between: matches level 1 takes by
+        // default and a 7-byte minimum refuses
+        let mut data = Vec::new();
+        let mut x = 12345u32;
+        for _ in 0..4096 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let k = (x >> 16) as u8 % 8;
+            data.extend_from_slice(&[k, 1, 2, 3]);
+        }
+        let plain = zstd_compress(&data, 1).unwrap();
+        let long = zstd_compress_min_match(&data, 1, 7).unwrap();
+        assert_ne!(plain, long, "the minimum changed nothing");
+        assert_eq!(zstd_decompress(&long, data.len()).unwrap(), data);
+        // the thread's context is back at the level's defaults
+        assert_eq!(zstd_compress(&data, 1).unwrap(), plain);
     }
 }
