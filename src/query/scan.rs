@@ -209,9 +209,9 @@ pub(crate) fn read_memtables(
     out
 }
 
-/// One machine's scan, produced one time window at a time so memory stays bounded: each
-/// partition that has segments is one window; memtable rows outside those windows come as
-/// windows of their own.
+/// One machine's scan, produced one time window at a time so memory stays bounded: the
+/// partitions that have segments, cut into windows of about a batch; memtable rows outside
+/// those windows come as windows of their own.
 struct MachineScan {
     machine: Arc<str>,
     schema: Vec<(Arc<str>, FieldType)>,
@@ -219,7 +219,8 @@ struct MachineScan {
     /// Memtable rows over the whole range (bounded by the memtable budget).
     mem: RowSet,
     mem_at: usize,
-    /// Partition starts with segments for this machine, ascending.
+    /// Time windows with segments for this machine, ascending and disjoint: each partition
+    /// whole, or cut into windows of about a batch (see [`split_partition`]).
     windows: VecDeque<(i64, i64)>,
     /// The window being returned and how far.
     current: RowSet,
@@ -265,6 +266,61 @@ impl MachineScan {
     }
 }
 
+/// Appends the windows of one partition (`segs`: the machine's segments there) to `out`:
+/// the partition whole when its blocks in `range` hold at most `batch_rows` rows (or the
+/// rows of its largest block, if more), else consecutive windows of about that many rows
+/// each, cut where a block starts. A scan decodes a window at a time, so this bounds its
+/// memory whatever a partition holds (a week of a 1 kHz machine is 600 M rows), and with
+/// windows no larger than a batch, each batch is a window as decoded, not a copy of a
+/// slice of one. Rows are counted per block of every group holding a selected field, so
+/// overlapping segments and groups count twice: windows come out smaller, never larger. A
+/// block that straddles a cut is decoded for each window it reaches (its rows in each);
+/// since a window holds at least the largest block's rows, that repeats at most as many
+/// rows as other blocks hold.
+fn split_partition(
+    segs: &[(&Segment, &MachineIndex)],
+    range: TimeRange,
+    names: &[&str],
+    batch_rows: usize,
+    out: &mut Vec<(i64, i64)>,
+) {
+    let Some((first, _)) = segs.first() else { return };
+    let p0 = first.index.partition_start;
+    let p1 = p0.saturating_add(first.index.partition_width);
+    // (first timestamp, rows) of the blocks the scan reads
+    let mut blocks: Vec<(i64, usize)> = Vec::new();
+    for (_, mi) in segs {
+        let mut wanted = vec![false; mi.groups.len()];
+        for name in names {
+            if let Some((g, _)) = mi.locate(name) {
+                wanted[g] = true;
+            }
+        }
+        for (grp, _) in mi.groups.iter().zip(&wanted).filter(|(_, w)| **w) {
+            let inside = grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max));
+            blocks.extend(inside.map(|b| (b.ts_min, b.rows as usize)));
+        }
+    }
+    let widest = blocks.iter().map(|b| b.1).max().unwrap_or(0);
+    let target = batch_rows.max(widest);
+    if blocks.iter().map(|b| b.1).sum::<usize>() <= target {
+        out.push((p0, p1));
+        return;
+    }
+    blocks.sort_unstable_by_key(|b| b.0);
+    let (mut start, mut rows) = (p0, 0usize);
+    for (t, n) in blocks {
+        // a cut before the range would make an empty window
+        let t = t.max(range.start);
+        if rows > 0 && rows + n > target && t > start {
+            out.push((start, t));
+            (start, rows) = (t, 0);
+        }
+        rows += n;
+    }
+    out.push((start, p1));
+}
+
 /// What every part of one scan shares: the snapshot and the request.
 struct ScanCtx {
     snap: Snapshot,
@@ -281,13 +337,13 @@ impl ScanCtx {
         }
         let fields: Vec<FieldIdx> = sel.iter().map(|s| s.0).collect();
         let name = self.snap.catalog.entry(m).name.clone();
-        let mut windows: Vec<(i64, i64)> = machine_segments(&self.snap, &name, self.range)
-            .map(|(seg, _)| {
-                let p = seg.index.partition_start;
-                (p, p.saturating_add(seg.index.partition_width))
-            })
-            .collect();
-        windows.dedup();
+        let segs: Vec<(&Segment, &MachineIndex)> = machine_segments(&self.snap, &name, self.range).collect();
+        let names: Vec<&str> = sel.iter().map(|s| &*s.1).collect();
+        let mut windows = Vec::new();
+        // segments come by partition: each partition's run of them is split on its own
+        for part in segs.chunk_by(|a, b| a.0.index.partition_start == b.0.index.partition_start) {
+            split_partition(part, self.range, &names, self.batch_rows, &mut windows);
+        }
         let mem = read_memtables(&self.snap, m, self.range, &fields);
         Some(MachineScan {
             machine: name,
@@ -338,10 +394,12 @@ impl ScanCtx {
 /// thread's start costs more than it saves.
 const PARALLEL_SCAN_MIN_VALUES: u64 = 1 << 18;
 
-/// Batches the helper thread may decode ahead of the consumer (bounds the memory a scan
-/// holds: these, the one being built, and the originals of the batches the consumer copied
-/// since the helper last freed them).
-const PREFETCH_BATCHES: usize = 2;
+/// Rows the helper thread may decode ahead of the consumer, in batches (at least 2): bounds
+/// the memory a scan holds (these, the one being built, and the originals of the batches
+/// the consumer copied since the helper last freed them). Counted in rows so that small
+/// batches still let the helper run ahead: two batches of 1,000 rows kept the helper
+/// waiting for the consumer, and each batch cost a wake-up of the other thread.
+const PREFETCH_ROWS: usize = 2 * SCAN_BATCH_ROWS;
 
 /// What the helper thread sends: a batch (or the error that ends the scan), or the end of
 /// one of its machines.
@@ -367,7 +425,7 @@ struct Helper {
 impl Helper {
     /// Starts a thread that decodes `machines`, in order, into the returned channel.
     fn spawn(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> Option<Helper> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_BATCHES);
+        let (tx, rx) = std::sync::mpsc::sync_channel((PREFETCH_ROWS / ctx.batch_rows).max(2));
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
         let body = move || {
             for m in machines {
@@ -557,4 +615,130 @@ pub(crate) fn values_at_least(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{Col, Options, SyncPolicy, Value, WriteBatch};
+
+    type Model = BTreeMap<i64, [Option<f64>; 2]>;
+
+    /// One machine in one partition: eight flushed segments of 2,500 rows (field `a` every
+    /// row, `b`, its own group, every tenth), one segment rewriting every third row of
+    /// 1,000..6,000, and memtable rows over 5,000..5,200 and past the end. Blocks of 100 rows.
+    fn fill(dir: &std::path::Path) -> (Db, Model) {
+        let opts = Options {
+            sync: SyncPolicy::Os,
+            block_rows: 100,
+            compaction_trigger: 1_000,
+            ..Options::default()
+        };
+        let db = Db::open(dir, opts).unwrap();
+        let mut model = Model::new();
+        let mut put = |ts: Vec<i64>, a: Vec<f64>, b: Vec<(i64, f64)>| {
+            let mut w = WriteBatch::new();
+            w.columns("m", &ts, [("a", Col::f64(&a))]).unwrap();
+            let (bt, bv): (Vec<i64>, Vec<f64>) = b.into_iter().unzip();
+            if !bt.is_empty() {
+                w.columns("m", &bt, [("b", Col::f64(&bv))]).unwrap();
+            }
+            db.write(&w).unwrap();
+            for (t, v) in ts.iter().zip(&a) {
+                model.entry(*t).or_default()[0] = Some(*v);
+            }
+            for (t, v) in bt.iter().zip(&bv) {
+                model.entry(*t).or_default()[1] = Some(*v);
+            }
+        };
+        for r in 0..8i64 {
+            let ts: Vec<i64> = (r * 2_500..(r + 1) * 2_500).collect();
+            let a = ts.iter().map(|&t| (t % 97) as f64).collect();
+            let b = ts.iter().filter(|&&t| t % 10 == 0).map(|&t| (t, -(t as f64))).collect();
+            put(ts, a, b);
+            db.flush().unwrap();
+        }
+        let ts: Vec<i64> = (1_000..6_000).step_by(3).collect();
+        let a = ts.iter().map(|&t| t as f64 + 0.5).collect();
+        put(ts, a, Vec::new());
+        db.flush().unwrap();
+        let ts: Vec<i64> = (5_000..5_200).chain(20_000..20_050).collect();
+        let a = ts.iter().map(|&t| t as f64 + 0.25).collect();
+        let b = ts.iter().map(|&t| (t, 1.0)).collect();
+        put(ts, a, b);
+        (db, model)
+    }
+
+    fn rows_of(batches: &[Batch]) -> Vec<(i64, [Option<f64>; 2])> {
+        let mut out = Vec::new();
+        for b in batches {
+            for i in 0..b.rows() {
+                let mut row = [None, None];
+                for c in &b.columns {
+                    let k = if &*c.name == "a" { 0 } else { 1 };
+                    row[k] = c.value(i).map(|v| match v {
+                        Value::F64(x) => x,
+                        other => panic!("unexpected {other:?}"),
+                    });
+                }
+                out.push((b.ts[i], row));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn windows_cut_partitions_into_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, model) = fill(dir.path());
+        for (lo, hi) in [(i64::MIN, i64::MAX), (1_234, 17_777), (5_050, 5_060)] {
+            for fields in [&["a", "b"][..], &["b"], &["a"]] {
+                let want: Vec<(i64, [Option<f64>; 2])> = model
+                    .range(lo..hi)
+                    .map(|(t, r)| {
+                        let keep = |k: usize, f: &str| if fields.contains(&f) { r[k] } else { None };
+                        (*t, [keep(0, "a"), keep(1, "b")])
+                    })
+                    .filter(|(_, r)| r.iter().any(Option::is_some))
+                    .collect();
+                for batch_rows in [1, 37, 100, 999, 5_000, 1 << 20] {
+                    let got = db.scan("m", lo..hi).fields(fields.iter().copied()).batch_rows(batch_rows);
+                    let got = got.collect().unwrap();
+                    assert!(got.iter().all(|b| b.rows() <= batch_rows && b.rows() > 0));
+                    let ctx = format!("{lo}..{hi} {fields:?} batches of {batch_rows}");
+                    assert_eq!(rows_of(&got), want, "{ctx}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_scan_decodes_a_window_of_about_a_batch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, model) = fill(dir.path());
+        let snap = db.snapshot().unwrap();
+        let m = resolve_machines(&snap, &Machines::All)[0];
+        for batch_rows in [1usize, 500, 3_000] {
+            let range = snap.clamp(TimeRange { start: i64::MIN, end: i64::MAX });
+            let ctx = ScanCtx { snap: db.snapshot().unwrap(), range, fields: None, batch_rows };
+            let mut cur = ctx.start_machine(m).unwrap();
+            let (mut windows, mut rows, mut largest) = (0, 0, 0);
+            while let Some(w) = cur.next_window(&ctx.snap, range).unwrap() {
+                windows += 1;
+                rows += w.len();
+                largest = largest.max(w.len());
+            }
+            assert_eq!(rows, model.len(), "every row once");
+            // a window holds about max(batch, block) rows: blocks of 100 rows, and those of
+            // the rewrite and of the slow field reach into it from either side
+            let target = batch_rows.max(100);
+            assert!(largest <= 2 * target + 200, "batches of {batch_rows}: a window of {largest} rows");
+            assert!(
+                windows >= model.len() / (2 * target + 200),
+                "batches of {batch_rows}: {windows} windows"
+            );
+        }
+    }
 }
