@@ -147,6 +147,21 @@ fn a_fleet_scan_on_two_threads_returns_what_one_machine_at_a_time_does() {
     }
     assert_eq!(fleet, one_by_one);
 
+    // Default batches: each machine's rows are one batch, which the helper hands over
+    // as it is (large batches are not copied); the same batches again.
+    let whole = db.scan(Machines::All, ..).collect().unwrap();
+    assert!(
+        whole.iter().all(|b| b.rows() > 4_096),
+        "{:?}",
+        whole.iter().map(Batch::rows).collect::<Vec<_>>()
+    );
+    let mut want = Vec::new();
+    for m in 0..MACHINES {
+        want.extend(db.scan(name(m).as_str(), ..).collect().unwrap());
+    }
+    assert_eq!(whole, want);
+    assert_eq!(to_model(&whole), model);
+
     // A field subset and a time window go through the same split.
     let (lo, hi) = (1_000_000 + 1_234 * 1_000, 1_000_000 + 4_321 * 1_000);
     let part = db.scan(Machines::All, lo..hi).fields(["temp", "speed"]).collect().unwrap();
