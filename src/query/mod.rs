@@ -108,9 +108,28 @@ impl Values {
         match ty {
             FieldType::F64 => Values::F64(bits.into_iter().map(f64::from_bits).collect()),
             FieldType::I64 => Values::I64(bits.into_iter().map(|b| b as i64).collect()),
-            FieldType::Bool => Values::Bool(bits.into_iter().map(|b| b != 0).collect()),
+            FieldType::Bool => Values::Bool(words_to_bools(&bits)),
         }
     }
+}
+
+cpu_dispatch! {
+/// `bits[i] != 0` for each word, compiled for AVX2 where the CPU has it. Collected from the
+/// words' own iterator, the conversion went one value at a time: 5 % of a fleet scan's
+/// instructions with one field in eight boolean.
+fn words_to_bools(bits: &[u64]) -> Vec<bool> =
+    words_to_bools_wide, "avx2" if crate::codec::has_avx2, else words_to_bools_halves
+}
+
+#[inline(always)]
+fn words_to_bools_wide(bits: &[u64]) -> Vec<bool> {
+    bits.iter().map(|&b| b != 0).collect()
+}
+
+/// As [`words_to_bools_wide`], comparing 32-bit halves, which the baseline's vector
+/// instructions can (they have no 64-bit compare).
+fn words_to_bools_halves(bits: &[u64]) -> Vec<bool> {
+    bits.iter().map(|&b| (b as u32 | (b >> 32) as u32) != 0).collect()
 }
 
 /// One column of a [`Batch`]: a field's values, one per row, and which are present.
@@ -166,5 +185,22 @@ impl Batch {
     /// The column of a field, by name.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| &*c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_become_booleans_by_any_bit() {
+        let mut words = vec![0u64, 1, 2, 1 << 31, 1 << 32, 1 << 63, u64::MAX, 0x1_0000_0001];
+        // long enough for the vector loops and their tails
+        words.extend((0..1000u64).map(|i| if i % 3 == 0 { 0 } else { i << (i % 64) }));
+        let want: Vec<bool> = words.iter().map(|&b| b != 0).collect();
+        assert_eq!(words_to_bools(&words), want);
+        assert_eq!(words_to_bools_halves(&words), want);
+        assert_eq!(words_to_bools_wide(&words), want);
+        assert_eq!(Values::from_bits(FieldType::Bool, words), Values::Bool(want));
     }
 }
