@@ -328,8 +328,17 @@ pub fn ops(data: &[u8]) {
 }
 
 fn check(db: &Db, model: &Model) {
+    // whole partitions at once, and windows of a block or two (blocks hold 3 to 5 rows)
+    for batch_rows in [crate::SCAN_BATCH_ROWS, 4] {
+        check_scan(db, model, batch_rows);
+    }
+    check_latest(db, model);
+}
+
+fn check_scan(db: &Db, model: &Model, batch_rows: usize) {
     let mut got = Model::new();
-    for b in db.scan(Machines::All, ..).collect().expect("scan succeeds") {
+    for b in db.scan(Machines::All, ..).batch_rows(batch_rows).collect().expect("scan succeeds") {
+        assert!(b.rows() <= batch_rows, "a batch of {} rows, asked at most {batch_rows}", b.rows());
         let m: u8 = b.machine[1..].parse().expect("machine name");
         for (r, &ts) in b.ts.iter().enumerate() {
             for c in &b.columns {
@@ -340,8 +349,11 @@ fn check(db: &Db, model: &Model) {
             }
         }
     }
-    assert_eq!(&got, model, "database differs from the model");
-    // Latest values (the tail cache, memtables, deletes) agree with the model too.
+    assert_eq!(&got, model, "database differs from the model (batches of {batch_rows} rows)");
+}
+
+/// Latest values (the tail cache, memtables, deletes) agree with the model too.
+fn check_latest(db: &Db, model: &Model) {
     let mut want: BTreeMap<(u8, u8), (i64, Value)> = BTreeMap::new();
     for (&(m, ts), row) in model {
         for (&f, &v) in row {
