@@ -1,5 +1,5 @@
 //! Scans: a window of one machine, one machine whole, and a full scan of the fleet with a sum
-//! over every value (decode throughput).
+//! over every value (decode throughput), as flushed and after compaction.
 
 mod common;
 
@@ -23,22 +23,29 @@ fn scan(c: &mut Criterion) {
     g.throughput(Throughput::Elements(rows as u64 * 8));
     g.bench_function("one_machine/all", |b| b.iter(|| db.scan(m.as_str(), ..).collect().unwrap()));
     g.throughput(Throughput::Elements(points));
-    g.bench_function("fleet/decode_and_sum", |b| {
-        b.iter(|| {
-            let mut sum = 0.0;
-            let mut n = 0u64;
-            for batch in db.scan(Machines::All, ..).run().unwrap() {
-                for c in batch.unwrap().columns {
-                    if let Values::F64(v) = &c.values {
-                        sum += common::sum_lanes(v);
-                    }
-                    n += c.values.len() as u64;
-                }
-            }
-            (sum, n)
-        })
-    });
+    g.bench_function("fleet/decode_and_sum", |b| b.iter(|| decode_and_sum(&db)));
+    // The same data as a long-running database holds its history: compacted (blocks of up
+    // to `compaction_block_rows`, here one per machine and group) instead of as flushed.
+    let (_dir2, compacted, points2) = common::filled_db(machines, rows, interval);
+    compacted.compact().unwrap();
+    g.throughput(Throughput::Elements(points2));
+    g.bench_function("fleet_compacted/decode_and_sum", |b| b.iter(|| decode_and_sum(&compacted)));
     g.finish();
+}
+
+/// A full scan of every machine, summing every float value.
+fn decode_and_sum(db: &gemba::Db) -> (f64, u64) {
+    let mut sum = 0.0;
+    let mut n = 0u64;
+    for batch in db.scan(Machines::All, ..).run().unwrap() {
+        for c in batch.unwrap().columns {
+            if let Values::F64(v) = &c.values {
+                sum += common::sum_lanes(v);
+            }
+            n += c.values.len() as u64;
+        }
+    }
+    (sum, n)
 }
 
 criterion_group!(benches, scan);
