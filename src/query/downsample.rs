@@ -617,7 +617,7 @@ fn downsample_machine(
         let mem_w = crate::rows::slice(&mem, before, mem_end);
         mem_at = mem_end;
         let win_range = TimeRange { start: lo, end: hi };
-        let mut ts_cache: HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>> = HashMap::new();
+        let mut ts_cache = TsCache::default();
         for (k, (_, fname, ty)) in sel.iter().enumerate() {
             let mut items = Vec::new();
             let mut buckets = 0u64;
@@ -733,7 +733,7 @@ type CompactBlock = (Arc<Vec<Timestamp>>, Vec<u64>, Option<Bitmap>);
 /// cached per window.
 fn decode_compact(
     window: &[(&Segment, &MachineIndex)],
-    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    cache: &mut TsCache,
     src: Src,
     ty: FieldType,
     counters: &mut QueryCounters,
@@ -748,26 +748,44 @@ fn decode_compact(
     Ok((ts, vals, valid))
 }
 
+/// Most timestamps a window's cache holds (8 MiB): fields are aggregated one after the
+/// other, each needing its blocks' timestamps, which the cache decodes once per window; but a
+/// window is a whole partition, which can hold a week of a 1 kHz machine (600 M timestamps).
+/// Past the limit, blocks' timestamps are decoded for each field that needs them. (Small in
+/// unit tests, so that they go past it.)
+const TS_CACHE_MAX: usize = if cfg!(test) { 64 } else { 1 << 20 };
+
+/// Decoded timestamps of a window's blocks, by (segment, group, block), up to
+/// [`TS_CACHE_MAX`] of them.
+#[derive(Default)]
+struct TsCache {
+    blocks: HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    held: usize,
+}
+
 fn block_ts_cached(
     s: &Segment,
     b: &crate::segment::BlockIndex,
-    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    cache: &mut TsCache,
     key: (usize, usize, usize),
 ) -> Result<Arc<Vec<Timestamp>>> {
-    if let Some(ts) = cache.get(&key) {
+    if let Some(ts) = cache.blocks.get(&key) {
         return Ok(ts.clone());
     }
     let mut ts = Vec::new();
     s.block_ts(b, &mut ts)?;
     let ts = Arc::new(ts);
-    cache.insert(key, ts.clone());
+    if cache.held + ts.len() <= TS_CACHE_MAX {
+        cache.held += ts.len();
+        cache.blocks.insert(key, ts.clone());
+    }
     Ok(ts)
 }
 
 /// Decodes one field of one block (its timestamps cached per window), hiding deleted values.
 fn decode(
     window: &[(&Segment, &MachineIndex)],
-    cache: &mut HashMap<(usize, usize, usize), Arc<Vec<Timestamp>>>,
+    cache: &mut TsCache,
     src: Src,
     ty: FieldType,
     dels: &[Vec<TimeRange>],
@@ -807,4 +825,86 @@ fn add_mem_rows(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::{Agg, AggColumn, Col, Db, Options, SyncPolicy, Value, WriteBatch};
+
+    /// Buckets of one field computed from a scan: start -> (count, sum, min, max, first, last).
+    type Naive = BTreeMap<i64, (u64, f64, f64, f64, f64, f64)>;
+
+    fn naive(db: &Db, field: &str, lo: i64, hi: i64, width: i64) -> Naive {
+        let mut out = Naive::new();
+        for b in db.scan("m", lo..hi).fields([field]).collect().unwrap() {
+            for (i, &t) in b.ts.iter().enumerate() {
+                let Some(Value::F64(v)) = b.columns[0].value(i) else { continue };
+                let e = out.entry(t.div_euclid(width) * width).or_insert((0, 0.0, v, v, v, v));
+                *e = (e.0 + 1, e.1 + v, e.2.min(v), e.3.max(v), e.4, v);
+            }
+        }
+        out
+    }
+
+    fn column(s: &crate::BucketSeries, a: Agg) -> Vec<f64> {
+        match s.agg(a).unwrap() {
+            AggColumn::Count(c) => c.iter().map(|&n| n as f64).collect(),
+            AggColumn::Sum(v) | AggColumn::Avg(v) => v.clone(),
+            AggColumn::Min(v) | AggColumn::Max(v) | AggColumn::First(v) | AggColumn::Last(v) => match v {
+                crate::Values::F64(v) => v.clone(),
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+    }
+
+    /// Windows whose blocks hold more timestamps than the cache keeps: the same answers as
+    /// aggregating a scan, for two fields sampled every row (one group: the second finds the
+    /// first blocks' timestamps cached, decodes the others again) and one every third row (a
+    /// group of its own), over flushed segments and one rewriting a part of them.
+    #[test]
+    fn timestamps_past_the_cache_limit_are_decoded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            Options { sync: SyncPolicy::Os, block_rows: 10, compaction_trigger: 1_000, ..Options::default() };
+        let db = Db::open(dir.path(), opts).unwrap();
+        for r in 0..5i64 {
+            let ts: Vec<i64> = (r * 200..(r + 1) * 200).collect();
+            let a: Vec<f64> = ts.iter().map(|&t| (t % 97) as f64).collect();
+            let bt: Vec<i64> = ts.iter().copied().filter(|t| t % 3 == 0).collect();
+            let bv: Vec<f64> = bt.iter().map(|&t| -((t % 13) as f64)).collect();
+            let c: Vec<f64> = ts.iter().map(|&t| (t % 89) as f64).collect();
+            let mut w = WriteBatch::new();
+            w.columns("m", &ts, [("a", Col::f64(&a)), ("c", Col::f64(&c))]).unwrap();
+            w.columns("m", &bt, [("b", Col::f64(&bv))]).unwrap();
+            db.write(&w).unwrap();
+            db.flush().unwrap();
+        }
+        let ts: Vec<i64> = (150..450).step_by(2).collect();
+        let a: Vec<f64> = ts.iter().map(|&t| (t % 31) as f64 + 100.0).collect();
+        let mut w = WriteBatch::new();
+        w.columns("m", &ts, [("a", Col::f64(&a))]).unwrap();
+        db.write(&w).unwrap();
+        db.flush().unwrap();
+
+        let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
+        for (lo, hi) in [(0, 1_000), (33, 777)] {
+            for width in [7, 50, 1_000] {
+                let out = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                assert_eq!(out.series.len(), 3);
+                for s in &out.series {
+                    let want = naive(&db, &s.field, lo, hi, width);
+                    let ctx = format!("{} {lo}..{hi} by {width}", s.field);
+                    assert_eq!(s.buckets, want.keys().copied().collect::<Vec<_>>(), "{ctx}");
+                    let cols: Vec<Vec<f64>> = aggs.iter().map(|&a| column(s, a)).collect();
+                    for (i, w) in want.values().enumerate() {
+                        let got =
+                            (cols[0][i] as u64, cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]);
+                        assert_eq!(got, *w, "{ctx} bucket {}", s.buckets[i]);
+                    }
+                }
+            }
+        }
+    }
 }
