@@ -320,6 +320,11 @@ impl Bitmap {
         Bitmap::default()
     }
 
+    /// An empty bitmap with room for `bits` bits.
+    pub(crate) fn with_capacity(bits: usize) -> Bitmap {
+        Bitmap { words: Vec::with_capacity(bits.div_ceil(64)), len: 0 }
+    }
+
     pub(crate) fn with_len(len: usize, value: bool) -> Bitmap {
         let fill = if value { u64::MAX } else { 0 };
         let mut b = Bitmap { words: vec![fill; len.div_ceil(64)], len };

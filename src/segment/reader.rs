@@ -304,7 +304,8 @@ impl Segment {
                 .map(|&(_, col)| ranges_for(tombs, &m.name, fields[col], self.index.applied_seq))
                 .collect();
             for &(_, col) in wanted {
-                part.cols[col] = Some(ColData { vals: Vec::with_capacity(total), valid: Bitmap::new() });
+                part.cols[col] =
+                    Some(ColData { vals: Vec::with_capacity(total), valid: Bitmap::with_capacity(total) });
             }
             for b in blocks {
                 // The block's timestamps go straight into the result, cut to the range below.
