@@ -337,9 +337,16 @@ fn check(db: &Db, model: &Model) {
 
 fn check_scan(db: &Db, model: &Model, batch_rows: usize) {
     let mut got = Model::new();
+    let mut last: Option<(u8, i64)> = None;
     for b in db.scan(Machines::All, ..).batch_rows(batch_rows).collect().expect("scan succeeds") {
         assert!(b.rows() <= batch_rows, "a batch of {} rows, asked at most {batch_rows}", b.rows());
+        assert!(b.rows() > 0, "an empty batch");
         let m: u8 = b.machine[1..].parse().expect("machine name");
+        for &ts in &b.ts {
+            // machines in order, each one's rows strictly ascending: no row twice
+            assert!(last.is_none_or(|l| l < (m, ts)), "row {ts} of m{m} after {last:?}");
+            last = Some((m, ts));
+        }
         for (r, &ts) in b.ts.iter().enumerate() {
             for c in &b.columns {
                 if let Some(v) = c.value(r) {

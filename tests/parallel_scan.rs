@@ -147,8 +147,9 @@ fn a_fleet_scan_on_two_threads_returns_what_one_machine_at_a_time_does() {
     }
     assert_eq!(fleet, one_by_one);
 
-    // Default batches: each machine's rows are one batch, which the helper hands over
-    // as it is (large batches are not copied); the same batches again.
+    // Default batches: each machine's rows are one batch, which (with a helper, on more
+    // than one core) the helper's machines hand over as they are instead of as copies;
+    // the same batches again.
     let whole = db.scan(Machines::All, ..).collect().unwrap();
     assert!(
         whole.iter().all(|b| b.rows() > 4_096),

@@ -358,8 +358,11 @@ pub(crate) fn zstd_compress_min_match(data: &[u8], level: i32, min_match: u32) -
             comp.set_compression_level(level).ok()?;
             comp.set_parameter(MinMatch(min_match)).ok()?;
             let z = comp.compress(data).ok();
-            // 0 is "the level's default": the next user of this context gets a plain level
-            comp.set_parameter(MinMatch(0)).ok()?;
+            // 0 is "the level's default": the next user of this context gets a plain level;
+            // a context that cannot be reset is dropped rather than handed on
+            if comp.set_parameter(MinMatch(0)).is_err() {
+                c.ctx = None;
+            }
             z
         })
         .ok()

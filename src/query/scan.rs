@@ -271,12 +271,13 @@ impl MachineScan {
 /// rows of its largest block, if more), else consecutive windows of about that many rows
 /// each, cut where a block starts. A scan decodes a window at a time, so this bounds its
 /// memory whatever a partition holds (a week of a 1 kHz machine is 600 M rows), and with
-/// windows no larger than a batch, each batch is a window as decoded, not a copy of a
-/// slice of one. Rows are counted per block of every group holding a selected field, so
-/// overlapping segments and groups count twice: windows come out smaller, never larger. A
-/// block that straddles a cut is decoded for each window it reaches (its rows in each);
-/// since a window holds at least the largest block's rows, that repeats at most as many
-/// rows as other blocks hold.
+/// windows about as large as a batch, a batch is mostly a window as decoded, not a copy of
+/// a slice of one. Rows are counted per block of every group holding a selected field, by
+/// the window its block starts in: overlapping segments and groups count twice (smaller
+/// windows), while a block that starts before a cut brings rows into the next window
+/// uncounted (larger ones, by at most a block per segment and group). Such a block is
+/// decoded for each window it reaches (its rows in each); since a window holds at least
+/// the largest block's rows, that repeats at most as many rows as other blocks hold.
 fn split_partition(
     segs: &[(&Segment, &MachineIndex)],
     range: TimeRange,
@@ -297,8 +298,7 @@ fn split_partition(
             }
         }
         for (grp, _) in mi.groups.iter().zip(&wanted).filter(|(_, w)| **w) {
-            let inside = grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max));
-            blocks.extend(inside.map(|b| (b.ts_min, b.rows as usize)));
+            blocks.extend(grp.blocks_in(range).iter().map(|b| (b.ts_min, b.rows as usize)));
         }
     }
     let widest = blocks.iter().map(|b| b.1).max().unwrap_or(0);
@@ -308,9 +308,9 @@ fn split_partition(
         return;
     }
     blocks.sort_unstable_by_key(|b| b.0);
-    let (mut start, mut rows) = (p0, 0usize);
+    // no window may end at or before the range's start (it would be empty)
+    let (mut start, mut rows) = (p0.max(range.start), 0usize);
     for (t, n) in blocks {
-        // a cut before the range would make an empty window
         let t = t.max(range.start);
         if rows > 0 && rows + n > target && t > start {
             out.push((start, t));
@@ -394,7 +394,7 @@ impl ScanCtx {
 /// thread's start costs more than it saves.
 const PARALLEL_SCAN_MIN_VALUES: u64 = 1 << 18;
 
-/// Rows the helper thread may decode ahead of the consumer, in batches (at least 2): bounds
+/// Rows the helper thread may decode ahead of the consumer, in batches (2 to 64): bounds
 /// the memory a scan holds (these, the one being built, and the originals of the batches
 /// the consumer copied since the helper last freed them). Counted in rows so that small
 /// batches still let the helper run ahead: two batches of 1,000 rows kept the helper
@@ -432,7 +432,9 @@ struct Helper {
 impl Helper {
     /// Starts a thread that decodes `machines`, in order, into the returned channel.
     fn spawn(ctx: Arc<ScanCtx>, machines: Vec<MachineIdx>) -> Option<Helper> {
-        let (tx, rx) = std::sync::mpsc::sync_channel((PREFETCH_ROWS / ctx.batch_rows).max(2));
+        // (at most 64 slots: a bounded channel allocates its slots up front, and each small
+        // batch costs its allocations beyond its values)
+        let (tx, rx) = std::sync::mpsc::sync_channel((PREFETCH_ROWS / ctx.batch_rows).clamp(2, 64));
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
         let body = move || {
             for m in machines {
@@ -634,13 +636,18 @@ mod tests {
 
     type Model = BTreeMap<i64, [Option<f64>; 2]>;
 
-    /// One machine in one partition: eight flushed segments of 2,500 rows (field `a` every
-    /// row, `b`, its own group, every tenth), one segment rewriting every third row of
-    /// 1,000..6,000, and memtable rows over 5,000..5,200 and past the end. Blocks of 100 rows.
+    /// One machine, partitions of 6,000: eight flushed rounds of 2,500 rows (field `a` every
+    /// row, `b`, its own group, every tenth), one rewriting every third row of 1,000..7,000
+    /// (across a partition boundary), and memtable rows over 5,000..5,200, past the flushed
+    /// rows in their last partition, and in a partition with no segment. Blocks of 100 rows,
+    /// flushed or compacted.
     fn fill(dir: &std::path::Path) -> (Db, Model) {
         let opts = Options {
             sync: SyncPolicy::Os,
+            partition_width: 6_000,
+            // older partitions are compacted as soon as they hold two segments
             block_rows: 100,
+            compaction_block_rows: 100,
             compaction_trigger: 1_000,
             ..Options::default()
         };
@@ -668,11 +675,11 @@ mod tests {
             put(ts, a, b);
             db.flush().unwrap();
         }
-        let ts: Vec<i64> = (1_000..6_000).step_by(3).collect();
+        let ts: Vec<i64> = (1_000..7_000).step_by(3).collect();
         let a = ts.iter().map(|&t| t as f64 + 0.5).collect();
         put(ts, a, Vec::new());
         db.flush().unwrap();
-        let ts: Vec<i64> = (5_000..5_200).chain(20_000..20_050).collect();
+        let ts: Vec<i64> = (5_000..5_200).chain(20_000..20_050).chain(30_000..30_040).collect();
         let a = ts.iter().map(|&t| t as f64 + 0.25).collect();
         let b = ts.iter().map(|&t| (t, 1.0)).collect();
         put(ts, a, b);
@@ -701,7 +708,9 @@ mod tests {
     fn windows_cut_partitions_into_batches() {
         let dir = tempfile::tempdir().unwrap();
         let (db, model) = fill(dir.path());
-        for (lo, hi) in [(i64::MIN, i64::MAX), (1_234, 17_777), (5_050, 5_060)] {
+        for (lo, hi) in
+            [(i64::MIN, i64::MAX), (1_234, 17_777), (5_050, 5_060), (5_999, 6_001), (19_990, 30_010)]
+        {
             for fields in [&["a", "b"][..], &["b"], &["a"]] {
                 let want: Vec<(i64, [Option<f64>; 2])> = model
                     .range(lo..hi)
@@ -734,7 +743,7 @@ mod tests {
             let mut cur = ctx.start_machine(m).unwrap();
             let (mut windows, mut rows, mut largest) = (0, 0, 0);
             while let Some(w) = cur.next_window(&ctx.snap, range).unwrap() {
-                windows += 1;
+                windows += usize::from(!w.is_empty());
                 rows += w.len();
                 largest = largest.max(w.len());
             }

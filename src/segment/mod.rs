@@ -83,6 +83,16 @@ pub(crate) struct GroupIndex {
     pub(crate) blocks: Vec<BlockIndex>,
 }
 
+impl GroupIndex {
+    /// The blocks holding timestamps in `range`: a binary search, since a group's blocks are
+    /// disjoint and ascending (checked when the index is read).
+    pub(crate) fn blocks_in(&self, range: crate::model::TimeRange) -> &[BlockIndex] {
+        let lo = self.blocks.partition_point(|b| b.ts_max < range.start);
+        let hi = lo + self.blocks[lo..].partition_point(|b| b.ts_min < range.end);
+        &self.blocks[lo..hi]
+    }
+}
+
 /// One machine's part of a segment.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct MachineIndex {

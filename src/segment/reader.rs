@@ -280,8 +280,8 @@ impl Segment {
                 continue;
             }
             let grp = &m.groups[g];
-            let blocks: Vec<&BlockIndex> =
-                grp.blocks.iter().filter(|b| range.overlaps(b.ts_min, b.ts_max)).collect();
+            // a scan cut into windows reads a group once per window: no pass over all blocks
+            let blocks = grp.blocks_in(range);
             // Rows to expect: whole blocks inside the range, a time-proportional share of those
             // at its edges.
             let total: usize = blocks
