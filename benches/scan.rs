@@ -1,8 +1,9 @@
-//! Scans: a window of one machine, one machine whole, and a full scan of the fleet with a sum
-//! over every value (decode throughput), as flushed and after compaction.
+//! Scans: a window of one machine, one machine whole, and a full scan of the fleet (decoding
+//! alone, and with a sum over every value), as flushed and after compaction.
 
 mod common;
 
+use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -23,6 +24,7 @@ fn scan(c: &mut Criterion) {
     g.throughput(Throughput::Elements(rows as u64 * 8));
     g.bench_function("one_machine/all", |b| b.iter(|| db.scan(m.as_str(), ..).collect().unwrap()));
     g.throughput(Throughput::Elements(points));
+    g.bench_function("fleet/decode", |b| b.iter(|| decode(&db)));
     g.bench_function("fleet/decode_and_sum", |b| b.iter(|| decode_and_sum(&db)));
     // The same data as a long-running database holds its history: compacted (blocks of up
     // to `compaction_block_rows`, here one per machine and group) instead of as flushed.
@@ -31,6 +33,17 @@ fn scan(c: &mut Criterion) {
     g.throughput(Throughput::Elements(points2));
     g.bench_function("fleet_compacted/decode_and_sum", |b| b.iter(|| decode_and_sum(&compacted)));
     g.finish();
+}
+
+/// A full scan of every machine, counting the values it returns (the decoding alone).
+fn decode(db: &gemba::Db) -> u64 {
+    let mut n = 0u64;
+    for batch in db.scan(Machines::All, ..).run().unwrap() {
+        for c in black_box(batch.unwrap()).columns {
+            n += c.values.len() as u64;
+        }
+    }
+    n
 }
 
 /// A full scan of every machine, summing every float value.
