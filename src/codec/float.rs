@@ -15,8 +15,8 @@
 
 use super::bitpack::bit_width;
 use super::int::{
-    BitsVecSink, Plan, Sink, decode_stream, encode_planned, encode_stream, expand_runs_bits, read_exceptions,
-    search, sub_stream,
+    Plan, Sink, decode_bits_append, decode_stream, encode_planned, encode_stream, expand_runs_bits,
+    read_exceptions, search, sub_stream,
 };
 use super::{
     DecodeError, Desc, Hint, Reader, Result, TAG_F_ALP, TAG_F_BIN, TAG_F_BITS, finish_chunk, note,
@@ -393,11 +393,7 @@ pub(crate) fn decode_desc(chunk: &[u8], n: usize, out: &mut Vec<u64>, mut desc: 
         }
         TAG_F_BITS => {
             note(&mut desc, "bits+");
-            out.reserve(n);
-            decode_stream(&mut r, n, 0, &mut BitsVecSink(out), desc)?;
-            if out.len() - at != n {
-                return Err(r.err("stream produced the wrong number of values"));
-            }
+            decode_bits_append(&mut r, n, 0, out, desc)?;
         }
         _ => return Err(DecodeError { offset: 0, what: "not a float chunk" }),
     }

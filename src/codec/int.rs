@@ -106,11 +106,7 @@ pub(crate) fn decode_i64_bits_append(chunk: &[u8], n: usize, out: &mut Vec<u64>)
         if read_header(&mut r, n)? != TAG_I64 {
             return Err(DecodeError { offset: 0, what: "not an integer chunk" });
         }
-        out.reserve(n);
-        decode_stream(&mut r, n, 0, &mut BitsVecSink(out), None)?;
-        if out.len() - at != n {
-            return Err(r.err("stream produced the wrong number of values"));
-        }
+        decode_bits_append(&mut r, n, 0, out, None)?;
         r.finish()
     });
     if res.is_err() {
@@ -983,7 +979,7 @@ impl Sink for VecSink<'_> {
 
 /// Appends bit patterns to a vector (integers as the reader keeps them, and floats stored
 /// as their raw bits).
-pub(crate) struct BitsVecSink<'a>(pub(crate) &'a mut Vec<u64>);
+struct BitsVecSink<'a>(&'a mut Vec<u64>);
 
 impl Sink for BitsVecSink<'_> {
     #[inline]
@@ -1130,6 +1126,24 @@ pub(crate) fn decode_vec(
 ) -> Result<()> {
     out.clear();
     decode_vec_append(r, n, depth, out, desc)
+}
+
+/// [`decode_vec_append`] into bit patterns: integers as the segment reader keeps them, and
+/// floats stored as their raw bits.
+pub(crate) fn decode_bits_append(
+    r: &mut Reader<'_>,
+    n: usize,
+    depth: u32,
+    out: &mut Vec<u64>,
+    desc: Desc<'_>,
+) -> Result<()> {
+    let at = out.len();
+    out.reserve(n);
+    decode_stream(r, n, depth, &mut BitsVecSink(out), desc)?;
+    if out.len() - at != n {
+        return Err(r.err("stream produced the wrong number of values"));
+    }
+    Ok(())
 }
 
 /// Decodes a stream of `n` values and appends them to `out` (what it appended stays on error:

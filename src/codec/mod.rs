@@ -335,20 +335,12 @@ thread_local! {
 
 /// zstd-compresses `data` at `level` (reusing this thread's context).
 pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    let reused = ZSTD_C
-        .try_with(|c| {
-            let mut c = c.try_borrow_mut().ok()?;
-            let comp = c.get(|| zstd::bulk::Compressor::new(level).ok())?;
-            comp.set_compression_level(level).ok()?;
-            comp.compress(data).ok()
-        })
-        .ok()
-        .flatten();
-    reused.or_else(|| zstd::bulk::compress(data, level).ok())
+    zstd_compress_min_match(data, level, 0)
 }
 
 /// zstd-compresses `data` at `level` with matches no shorter than `min_match` bytes (3..=7;
-/// reusing this thread's context, whose default is restored afterwards).
+/// 0 for the level's default), reusing this thread's context, whose default is restored
+/// afterwards.
 pub(crate) fn zstd_compress_min_match(data: &[u8], level: i32, min_match: u32) -> Option<Vec<u8>> {
     use zstd::zstd_safe::CParameter::MinMatch;
     let reused = ZSTD_C
@@ -356,6 +348,9 @@ pub(crate) fn zstd_compress_min_match(data: &[u8], level: i32, min_match: u32) -
             let mut c = c.try_borrow_mut().ok()?;
             let comp = c.get(|| zstd::bulk::Compressor::new(level).ok())?;
             comp.set_compression_level(level).ok()?;
+            if min_match == 0 {
+                return comp.compress(data).ok();
+            }
             comp.set_parameter(MinMatch(min_match)).ok()?;
             let z = comp.compress(data).ok();
             // 0 is "the level's default": the next user of this context gets a plain level;
