@@ -2,8 +2,10 @@
 //! one machine, a set, or the fleet, answering whole blocks from their stored statistics when
 //! that gives the same answer.
 //!
-//! Per machine, time is cut into windows (one per partition that has segments; memtable rows
-//! elsewhere are windows of their own). Per field in a window, the sources holding the field
+//! Per machine, time is cut into windows: a partition that has segments is one, or when its
+//! blocks hold more than about [`WINDOW_ROWS`] rows, several, cut where a block starts (as a
+//! scan's windows); memtable rows elsewhere are windows of their own. A block reaching into
+//! two windows is decoded for each, its rows in each. Per field in a window, the sources holding the field
 //! (segment blocks and memtable rows) are sorted by time and split into clusters that overlap
 //! in time. A cluster of one block that lies inside the range and inside one bucket is
 //! answered from the block's statistics (**pushdown**); a cluster of one source is decoded and
@@ -25,7 +27,8 @@ use crate::stats::{Stats, less, merge_after, summarize, summarize_masked};
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
 use super::scan::{
-    machine_segments, prepare_fleet, read_memtables, resolve_fields, resolve_machines, values_at_least,
+    machine_segments, prepare_fleet, read_memtables, resolve_fields, resolve_machines, split_partition,
+    values_at_least,
 };
 use super::{Machines, Values};
 
@@ -598,18 +601,20 @@ fn downsample_machine(
     let mem = read_memtables(snap, m, range, &idx);
     let segs: Vec<(&Segment, &MachineIndex)> = machine_segments(snap, &name, range).collect();
     let mut builders: Vec<SeriesBuilder> = sel.iter().map(|_| SeriesBuilder::default()).collect();
+    let names: Vec<&str> = sel.iter().map(|s| &*s.1).collect();
+    // Windows: each partition's run of segments, cut where a block starts into windows of
+    // about `WINDOW_ROWS` rows (as a scan's, see `split_partition`).
+    let mut windows: Vec<(Part<'_>, Timestamp, Timestamp)> = Vec::new();
+    let mut cuts = Vec::new();
+    for part in segs.chunk_by(|a, b| a.0.index.partition_start == b.0.index.partition_start) {
+        cuts.clear();
+        split_partition(part, range, &names, WINDOW_ROWS, &mut cuts);
+        windows.extend(cuts.iter().map(|&(s, e)| (part, s, e)));
+    }
     let mut mem_at = 0;
-    let mut w = 0;
-    while w < segs.len() {
-        // The window: every segment of this partition.
-        let p = segs[w].0.index.partition_start;
-        let end =
-            segs[w..].iter().position(|(s, _)| s.index.partition_start != p).map_or(segs.len(), |k| w + k);
-        let window = &segs[w..end];
-        w = end;
-        let p_end = p.saturating_add(window[0].0.index.partition_width);
-        let lo = p.max(range.start);
-        let hi = p_end.min(range.end);
+    for (window, w_start, w_end) in windows {
+        let lo = w_start.max(range.start);
+        let hi = w_end.min(range.end);
         // Memtable rows before the window overlap no segment: aggregate them as they are.
         let before = mem_at + mem.ts[mem_at..].partition_point(|&t| t < lo);
         add_mem_rows(&mem, mem_at, before, sel, &bucketing, range, &mut builders, counters, budget)?;
@@ -628,8 +633,11 @@ fn downsample_machine(
                     continue;
                 };
                 dels[si] = ranges_for(&snap.version.tombstones, &name, fname, seg.index.applied_seq);
-                for (bi, b) in mi.groups[g].blocks.iter().enumerate() {
-                    if win_range.overlaps(b.ts_min, b.ts_max) && b.fields[pos].stats.count > 0 {
+                let found = mi.groups[g].block_range(win_range);
+                for (bi, b) in
+                    mi.groups[g].blocks[found.clone()].iter().enumerate().map(|(i, b)| (found.start + i, b))
+                {
+                    if b.fields[pos].stats.count > 0 {
                         buckets += bucketing.most(b.ts_min, b.ts_max, b.fields[pos].stats.count as u64);
                         items.push(Item {
                             ts_min: b.ts_min,
@@ -665,7 +673,7 @@ fn downsample_machine(
                     match one.src {
                         Src::Block { seg, group, block, pos } => {
                             let bi = &window[seg].1.groups[group].blocks[block];
-                            let inside = bi.ts_min >= range.start && bi.ts_max < range.end;
+                            let inside = bi.ts_min >= lo && bi.ts_max < hi;
                             let deleted = any_overlap(&dels[seg], bi.ts_min, bi.ts_max);
                             if inside && !deleted && bucketing.of(bi.ts_min) == bucketing.of(bi.ts_max) {
                                 builder.add_stats(
@@ -683,7 +691,7 @@ fn downsample_machine(
                                 builder.add_rows_compact(
                                     *ty,
                                     &bucketing,
-                                    range,
+                                    win_range,
                                     &ts,
                                     &vals,
                                     valid.as_ref(),
@@ -691,13 +699,13 @@ fn downsample_machine(
                                 )?;
                             } else {
                                 let (ts, col) = decode(window, &mut ts_cache, one.src, *ty, &dels, counters)?;
-                                builder.add_rows(*ty, &bucketing, range, &ts, &col, budget)?;
+                                builder.add_rows(*ty, &bucketing, win_range, &ts, &col, budget)?;
                             }
                         }
                         Src::Mem => {
                             let col = mem_w.cols[k].as_ref().expect("memtable column");
                             counters.memtable_points +=
-                                builder.add_rows(*ty, &bucketing, range, &mem_w.ts, col, budget)?;
+                                builder.add_rows(*ty, &bucketing, win_range, &mem_w.ts, col, budget)?;
                         }
                     }
                     continue;
@@ -717,7 +725,7 @@ fn downsample_machine(
                     merged = merged.merge_newer(rows);
                 }
                 if let Some(col) = &merged.cols[0] {
-                    builder.add_rows(*ty, &bucketing, range, &merged.ts, col, budget)?;
+                    builder.add_rows(*ty, &bucketing, win_range, &merged.ts, col, budget)?;
                 }
             }
         }
@@ -725,6 +733,16 @@ fn downsample_machine(
     add_mem_rows(&mem, mem_at, mem.len(), sel, &bucketing, range, &mut builders, counters, budget)?;
     Ok(builders)
 }
+
+/// About how many rows of one machine's segments a downsample decodes per window (see
+/// `downsample_machine`): sources that overlap in time are decoded together and merged, and
+/// a window bounds that (a re-sent backlog overlapping a whole partition would otherwise be
+/// merged in memory at once). Windows are cut where a block starts, so blocks that do not
+/// overlap are never cut; at least the largest block's rows.
+const WINDOW_ROWS: usize = if cfg!(test) { 256 } else { 1 << 20 };
+
+/// A machine's segments in one partition.
+type Part<'a> = &'a [(&'a Segment, &'a MachineIndex)];
 
 /// A block decoded compactly: its timestamps, the present values in row order, the validity.
 type CompactBlock = (Arc<Vec<Timestamp>>, Vec<u64>, Option<Bitmap>);
@@ -893,6 +911,60 @@ mod tests {
             for width in [7, 50, 1_000] {
                 let out = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
                 assert_eq!(out.series.len(), 3);
+                for s in &out.series {
+                    let want = naive(&db, &s.field, lo, hi, width);
+                    let ctx = format!("{} {lo}..{hi} by {width}", s.field);
+                    assert_eq!(s.buckets, want.keys().copied().collect::<Vec<_>>(), "{ctx}");
+                    let cols: Vec<Vec<f64>> = aggs.iter().map(|&a| column(s, a)).collect();
+                    for (i, w) in want.values().enumerate() {
+                        let got =
+                            (cols[0][i] as u64, cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]);
+                        assert_eq!(got, *w, "{ctx} bucket {}", s.buckets[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A rewrite of a whole partition (a re-sent backlog, every other row), a delete between
+    /// the original and the rewrite, and memtable rows over both: every source overlaps the
+    /// others, so before windows the partition was one cluster decoded at once. Windows of
+    /// 256 rows (in tests) cut it, and the rewrite's blocks (two of the original's long) reach
+    /// across cuts: the same answers as aggregating a scan.
+    #[test]
+    fn overlapping_sources_are_merged_window_by_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            Options { sync: SyncPolicy::Os, block_rows: 16, compaction_trigger: 1_000, ..Options::default() };
+        let db = Db::open(dir.path(), opts).unwrap();
+        let ts: Vec<i64> = (0..2_000).collect();
+        let a: Vec<f64> = ts.iter().map(|&t| (t % 97) as f64).collect();
+        let bt: Vec<i64> = ts.iter().copied().filter(|t| t % 3 == 0).collect();
+        let bv: Vec<f64> = bt.iter().map(|&t| -((t % 13) as f64)).collect();
+        let mut w = WriteBatch::new();
+        w.columns("m", &ts, [("a", Col::f64(&a))]).unwrap();
+        w.columns("m", &bt, [("b", Col::f64(&bv))]).unwrap();
+        db.write(&w).unwrap();
+        db.flush().unwrap();
+        db.delete_fields("m", ["a"], 500..700).unwrap();
+        let ts: Vec<i64> = (0..2_000).step_by(2).collect();
+        let a: Vec<f64> = ts.iter().map(|&t| (t % 31) as f64 + 100.0).collect();
+        let mut w = WriteBatch::new();
+        w.columns("m", &ts, [("a", Col::f64(&a))]).unwrap();
+        db.write(&w).unwrap();
+        db.flush().unwrap();
+        let ts: Vec<i64> = (1_000..1_100).collect();
+        let a: Vec<f64> = ts.iter().map(|&t| (t % 7) as f64 - 50.0).collect();
+        let mut w = WriteBatch::new();
+        w.columns("m", &ts, [("a", Col::f64(&a)), ("b", Col::f64(&a))]).unwrap();
+        db.write(&w).unwrap();
+        assert_eq!(db.stats().segments, 2);
+
+        let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
+        for (lo, hi) in [(0, 2_000), (123, 1_877), (990, 1_010)] {
+            for width in [7, 50, 1_000, 5_000] {
+                let out = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                assert_eq!(out.series.len(), 2);
                 for s in &out.series {
                     let want = naive(&db, &s.field, lo, hi, width);
                     let ctx = format!("{} {lo}..{hi} by {width}", s.field);

@@ -87,9 +87,13 @@ impl GroupIndex {
     /// The blocks holding timestamps in `range`: a binary search, since a group's blocks are
     /// disjoint and ascending (checked when the index is read).
     pub(crate) fn blocks_in(&self, range: crate::model::TimeRange) -> &[BlockIndex] {
+        &self.blocks[self.block_range(range)]
+    }
+
+    /// The positions of [`GroupIndex::blocks_in`]'s blocks in `blocks`.
+    pub(crate) fn block_range(&self, range: crate::model::TimeRange) -> std::ops::Range<usize> {
         let lo = self.blocks.partition_point(|b| b.ts_max < range.start);
-        let hi = lo + self.blocks[lo..].partition_point(|b| b.ts_min < range.end);
-        &self.blocks[lo..hi]
+        lo..lo + self.blocks[lo..].partition_point(|b| b.ts_min < range.end)
     }
 }
 
