@@ -10,7 +10,7 @@ use crate::io::{Bytes, CrashMode, FileSystem, SimFs};
 use crate::model::{TimeRange, Value};
 use crate::segment::Segment;
 use crate::wal::format;
-use crate::{Db, Machines, Options, SyncPolicy, WriteBatch};
+use crate::{Agg, Db, Machines, Options, SyncPolicy, WriteBatch};
 
 /// Parses `data` as a log file (header, then records) and decodes every record body that
 /// passes its checksum.
@@ -332,7 +332,50 @@ fn check(db: &Db, model: &Model) {
     for batch_rows in [crate::SCAN_BATCH_ROWS, 4] {
         check_scan(db, model, batch_rows);
     }
+    // whole partitions, and windows of about a block (overlapping blocks cut and clipped)
+    for window_rows in [1 << 20, 4] {
+        check_downsample(db, model, window_rows);
+    }
     check_latest(db, model);
+}
+
+/// Downsampling into buckets of 16 (count, sum, min, max, first, last per machine and field)
+/// agrees with the model: values are multiples of 1/4 below 64, so every sum is exact.
+fn check_downsample(db: &Db, model: &Model, window_rows: usize) {
+    type Bucket = (u64, f64, f64, f64, f64, f64);
+    let mut want: BTreeMap<(u8, u8, i64), Bucket> = BTreeMap::new();
+    for (&(m, ts), row) in model {
+        for (&f, v) in row {
+            let Value::F64(v) = *v else { panic!("the model holds floats") };
+            let e = want.entry((m, f, ts.div_euclid(16) * 16)).or_insert((0, 0.0, v, v, v, v));
+            *e = (e.0 + 1, e.1 + v, e.2.min(v), e.3.max(v), e.4, v);
+        }
+    }
+    let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
+    let out = db
+        .downsample(Machines::All, .., 16)
+        .aggs(aggs)
+        .window_rows(window_rows)
+        .run()
+        .expect("downsample succeeds");
+    let mut got: BTreeMap<(u8, u8, i64), Bucket> = BTreeMap::new();
+    for s in &out.series {
+        let m: u8 = s.machine[1..].parse().expect("machine name");
+        let f = if &*s.field == "a" { 0 } else { 1 };
+        let col = |a: Agg, i: usize| s.agg(a).expect("requested aggregate").f64(i);
+        for (i, &b) in s.buckets.iter().enumerate() {
+            let bucket = (
+                col(Agg::Count, i) as u64,
+                col(Agg::Sum, i),
+                col(Agg::Min, i),
+                col(Agg::Max, i),
+                col(Agg::First, i),
+                col(Agg::Last, i),
+            );
+            got.insert((m, f, b), bucket);
+        }
+    }
+    assert_eq!(got, want, "downsample differs from the model (windows of {window_rows} rows)");
 }
 
 fn check_scan(db: &Db, model: &Model, batch_rows: usize) {

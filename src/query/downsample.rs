@@ -213,6 +213,7 @@ pub struct Downsample<'a> {
     fields: Option<Vec<String>>,
     aggs: Vec<Agg>,
     max_buckets: usize,
+    window_rows: usize,
 }
 
 impl Db {
@@ -255,6 +256,7 @@ impl Db {
             fields: None,
             aggs: vec![Agg::Count, Agg::Min, Agg::Max, Agg::Avg],
             max_buckets: DOWNSAMPLE_BUCKETS_MAX,
+            window_rows: WINDOW_ROWS,
         }
     }
 
@@ -269,6 +271,7 @@ impl Db {
             fields: None,
             aggs: vec![Agg::Count, Agg::Sum],
             max_buckets: DOWNSAMPLE_BUCKETS_MAX,
+            window_rows: WINDOW_ROWS,
         }
     }
 }
@@ -301,6 +304,14 @@ impl<'a> Downsample<'a> {
         self
     }
 
+    /// About how many rows of a machine's segments are decoded per window (default 2^20; at
+    /// least 1). For tests and fuzzing, to cut small data into many windows.
+    #[doc(hidden)]
+    pub fn window_rows(mut self, n: usize) -> Downsample<'a> {
+        self.window_rows = n.max(1);
+        self
+    }
+
     /// Runs the query on a snapshot of the database.
     pub fn run(self) -> Result<Downsampled> {
         self.range.validate()?;
@@ -319,13 +330,15 @@ impl<'a> Downsample<'a> {
         let fields = self.fields.as_deref();
         let range = snap.clamp(self.range);
         let aggs = &self.aggs;
+        let window_rows = self.window_rows;
         let run_one = |m: MachineIdx, budget: &AtomicUsize| -> Result<(Vec<BucketSeries>, QueryCounters)> {
             let sel = resolve_fields(&snap, m, fields);
             let mut counters = QueryCounters::default();
             if sel.is_empty() || range.is_empty() {
                 return Ok((Vec::new(), counters));
             }
-            let builders = downsample_machine(&snap, m, range, bucketing, &sel, &mut counters, budget)?;
+            let builders =
+                downsample_machine(&snap, m, range, bucketing, &sel, window_rows, &mut counters, budget)?;
             let name = snap.catalog.entry(m).name.clone();
             let series = sel
                 .iter()
@@ -587,12 +600,14 @@ enum Src {
 }
 
 /// Downsamples one machine: a builder per selected field.
+#[allow(clippy::too_many_arguments)]
 fn downsample_machine(
     snap: &Snapshot,
     m: MachineIdx,
     range: TimeRange,
     bucketing: Bucketing,
     sel: &[(FieldIdx, Arc<str>, FieldType)],
+    window_rows: usize,
     counters: &mut QueryCounters,
     budget: &AtomicUsize,
 ) -> Result<Vec<SeriesBuilder>> {
@@ -603,12 +618,12 @@ fn downsample_machine(
     let mut builders: Vec<SeriesBuilder> = sel.iter().map(|_| SeriesBuilder::default()).collect();
     let names: Vec<&str> = sel.iter().map(|s| &*s.1).collect();
     // Windows: each partition's run of segments, cut where a block starts into windows of
-    // about `WINDOW_ROWS` rows (as a scan's, see `split_partition`).
+    // about `window_rows` rows (as a scan's, see `split_partition`).
     let mut windows: Vec<(Part<'_>, Timestamp, Timestamp)> = Vec::new();
     let mut cuts = Vec::new();
     for part in segs.chunk_by(|a, b| a.0.index.partition_start == b.0.index.partition_start) {
         cuts.clear();
-        split_partition(part, range, &names, WINDOW_ROWS, &mut cuts);
+        split_partition(part, range, &names, window_rows, &mut cuts);
         windows.extend(cuts.iter().map(|&(s, e)| (part, s, e)));
     }
     let mut mem_at = 0;
@@ -739,7 +754,7 @@ fn downsample_machine(
 /// a window bounds that (a re-sent backlog overlapping a whole partition would otherwise be
 /// merged in memory at once). Windows are cut where a block starts, so blocks that do not
 /// overlap are never cut; at least the largest block's rows.
-const WINDOW_ROWS: usize = if cfg!(test) { 256 } else { 1 << 20 };
+pub(crate) const WINDOW_ROWS: usize = 1 << 20;
 
 /// A machine's segments in one partition.
 type Part<'a> = &'a [(&'a Segment, &'a MachineIndex)];
@@ -929,7 +944,7 @@ mod tests {
     /// A rewrite of a whole partition (a re-sent backlog, every other row), a delete between
     /// the original and the rewrite, and memtable rows over both: every source overlaps the
     /// others, so before windows the partition was one cluster decoded at once. Windows of
-    /// 256 rows (in tests) cut it, and the rewrite's blocks (two of the original's long) reach
+    /// 256 rows cut it, and the rewrite's blocks (two of the original's long) reach
     /// across cuts: the same answers as aggregating a scan.
     #[test]
     fn overlapping_sources_are_merged_window_by_window() {
@@ -963,7 +978,7 @@ mod tests {
         let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
         for (lo, hi) in [(0, 2_000), (123, 1_877), (990, 1_010)] {
             for width in [7, 50, 1_000, 5_000] {
-                let out = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                let out = db.downsample("m", lo..hi, width).aggs(aggs).window_rows(256).run().unwrap();
                 assert_eq!(out.series.len(), 2);
                 for s in &out.series {
                     let want = naive(&db, &s.field, lo, hi, width);
