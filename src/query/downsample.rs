@@ -2,15 +2,14 @@
 //! one machine, a set, or the fleet, answering whole blocks from their stored statistics when
 //! that gives the same answer.
 //!
-//! Per machine, time is cut into windows: a partition that has segments is one, or when its
-//! blocks hold more than about [`WINDOW_ROWS`] rows, several, cut where a block starts (as a
-//! scan's windows); memtable rows elsewhere are windows of their own. A block reaching into
-//! two windows is decoded for each, its rows in each. Per field in a window, the sources holding the field
+//! Per machine, time is cut into windows (one per partition that has segments; memtable rows
+//! elsewhere are windows of their own). Per field in a window, the sources holding the field
 //! (segment blocks and memtable rows) are sorted by time and split into clusters that overlap
 //! in time. A cluster of one block that lies inside the range and inside one bucket is
 //! answered from the block's statistics (**pushdown**); a cluster of one source is decoded and
 //! aggregated as is; a cluster of several overlapping sources is decoded and merged newest-wins
-//! first. Clusters are disjoint in time and handled in time order, so buckets come out in
+//! first, a slice of time of about [`WINDOW_ROWS`] rows at a time. Clusters are disjoint in
+//! time and handled in time order, so buckets come out in
 //! order without any per-bucket map.
 
 use std::collections::HashMap;
@@ -27,8 +26,7 @@ use crate::stats::{Stats, less, merge_after, summarize, summarize_masked};
 use crate::tombstone::{any_overlap, mask, ranges_for};
 
 use super::scan::{
-    machine_segments, prepare_fleet, read_memtables, resolve_fields, resolve_machines, split_partition,
-    values_at_least,
+    machine_segments, prepare_fleet, read_memtables, resolve_fields, resolve_machines, values_at_least,
 };
 use super::{Machines, Values};
 
@@ -616,20 +614,12 @@ fn downsample_machine(
     let mem = read_memtables(snap, m, range, &idx);
     let segs: Vec<(&Segment, &MachineIndex)> = machine_segments(snap, &name, range).collect();
     let mut builders: Vec<SeriesBuilder> = sel.iter().map(|_| SeriesBuilder::default()).collect();
-    let names: Vec<&str> = sel.iter().map(|s| &*s.1).collect();
-    // Windows: each partition's run of segments, cut where a block starts into windows of
-    // about `window_rows` rows (as a scan's, see `split_partition`).
-    let mut windows: Vec<(Part<'_>, Timestamp, Timestamp)> = Vec::new();
-    let mut cuts = Vec::new();
-    for part in segs.chunk_by(|a, b| a.0.index.partition_start == b.0.index.partition_start) {
-        cuts.clear();
-        split_partition(part, range, &names, window_rows, &mut cuts);
-        windows.extend(cuts.iter().map(|&(s, e)| (part, s, e)));
-    }
     let mut mem_at = 0;
-    for (window, w_start, w_end) in windows {
-        let lo = w_start.max(range.start);
-        let hi = w_end.min(range.end);
+    // One partition's segments at a time.
+    for window in segs.chunk_by(|a, b| a.0.index.partition_start == b.0.index.partition_start) {
+        let p = window[0].0.index.partition_start;
+        let lo = p.max(range.start);
+        let hi = p.saturating_add(window[0].0.index.partition_width).min(range.end);
         // Memtable rows before the window overlap no segment: aggregate them as they are.
         let before = mem_at + mem.ts[mem_at..].partition_point(|&t| t < lo);
         add_mem_rows(&mem, mem_at, before, sel, &bucketing, range, &mut builders, counters, budget)?;
@@ -725,22 +715,53 @@ fn downsample_machine(
                     }
                     continue;
                 }
-                // Overlapping sources: decode, merge newest-wins, then aggregate.
-                let mut ordered: Vec<&Item> = cluster.iter().collect();
-                ordered.sort_by_key(|it| it.rank);
-                let mut merged = RowSet::empty(1);
-                for it in ordered {
-                    let rows = match it.src {
-                        Src::Block { .. } => {
-                            let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, &dels, counters)?;
-                            RowSet { ts: ts.to_vec(), cols: vec![Some(col)] }
-                        }
-                        Src::Mem => RowSet { ts: mem_w.ts.clone(), cols: vec![mem_w.cols[k].clone()] },
-                    };
-                    merged = merged.merge_newer(rows);
-                }
-                if let Some(col) = &merged.cols[0] {
-                    builder.add_rows(*ty, &bucketing, win_range, &merged.ts, col, budget)?;
+                // Overlapping sources: decoded, merged newest-wins and aggregated a slice of
+                // time at a time (`merge_slices`).
+                let rows_of = |it: &Item| match it.src {
+                    Src::Block { seg, group, block, .. } => {
+                        window[seg].1.groups[group].blocks[block].rows as usize
+                    }
+                    Src::Mem => mem_w.len(),
+                };
+                let mut open: Vec<(usize, Option<RowSet>, Timestamp)> = Vec::new();
+                let mut next = 0;
+                for (s_lo, s_hi) in merge_slices(cluster, rows_of, window_rows) {
+                    // Sources starting in this slice are decoded; they stay until the slice
+                    // they end in.
+                    while next < cluster.len() && cluster[next].ts_min < s_hi {
+                        let it = &cluster[next];
+                        let rows = match it.src {
+                            Src::Block { .. } => {
+                                let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, &dels, counters)?;
+                                Some(RowSet { ts: ts.to_vec(), cols: vec![Some(col)] })
+                            }
+                            Src::Mem => None,
+                        };
+                        open.push((it.rank, rows, it.ts_max));
+                        next += 1;
+                    }
+                    open.sort_by_key(|o| o.0);
+                    let mut merged = RowSet::empty(1);
+                    for (_, rows, _) in &open {
+                        let (src, col) = match rows {
+                            Some(r) => (r, 0),
+                            None => (&mem_w, k),
+                        };
+                        let a = src.ts.partition_point(|&t| t < s_lo);
+                        let b = src.ts.partition_point(|&t| t < s_hi);
+                        let part = RowSet {
+                            ts: src.ts[a..b].to_vec(),
+                            cols: vec![src.cols[col].as_ref().map(|c| ColData {
+                                vals: c.vals[a..b].to_vec(),
+                                valid: c.valid.slice(a, b),
+                            })],
+                        };
+                        merged = merged.merge_newer(part);
+                    }
+                    if let Some(col) = &merged.cols[0] {
+                        builder.add_rows(*ty, &bucketing, win_range, &merged.ts, col, budget)?;
+                    }
+                    open.retain(|o| o.2 >= s_hi);
                 }
             }
         }
@@ -749,15 +770,35 @@ fn downsample_machine(
     Ok(builders)
 }
 
-/// About how many rows of one machine's segments a downsample decodes per window (see
-/// `downsample_machine`): sources that overlap in time are decoded together and merged, and
-/// a window bounds that (a re-sent backlog overlapping a whole partition would otherwise be
-/// merged in memory at once). Windows are cut where a block starts, so blocks that do not
-/// overlap are never cut; at least the largest block's rows.
+/// About how many rows of overlapping sources a downsample decodes and merges at once (see
+/// [`merge_slices`]).
 pub(crate) const WINDOW_ROWS: usize = 1 << 20;
 
-/// A machine's segments in one partition.
-type Part<'a> = &'a [(&'a Segment, &'a MachineIndex)];
+/// Slices of time over which a cluster of overlapping sources (`items`, sorted by start) is
+/// merged: consecutive, covering the cluster, each of about `target` rows of the sources
+/// starting in it (at least one source), cut where a source starts. Merging a slice at a
+/// time bounds memory (a segment rewriting a whole partition, a re-sent backlog, overlaps
+/// all of it until compaction merges them): a slice holds its own sources' rows and, of each
+/// source reaching into it from before, the rest of one block.
+fn merge_slices(
+    items: &[Item],
+    rows_of: impl Fn(&Item) -> usize,
+    target: usize,
+) -> Vec<(Timestamp, Timestamp)> {
+    let end = items.iter().map(|it| it.ts_max).max().unwrap_or(i64::MIN).saturating_add(1);
+    let mut out = Vec::new();
+    let (mut start, mut rows) = (items.first().map_or(end, |it| it.ts_min), 0usize);
+    for it in items {
+        let n = rows_of(it);
+        if rows > 0 && rows + n > target && it.ts_min > start {
+            out.push((start, it.ts_min));
+            (start, rows) = (it.ts_min, 0);
+        }
+        rows += n;
+    }
+    out.push((start, end));
+    out
+}
 
 /// A block decoded compactly: its timestamps, the present values in row order, the validity.
 type CompactBlock = (Arc<Vec<Timestamp>>, Vec<u64>, Option<Bitmap>);
@@ -943,14 +984,23 @@ mod tests {
 
     /// A rewrite of a whole partition (a re-sent backlog, every other row), a delete between
     /// the original and the rewrite, and memtable rows over both: every source overlaps the
-    /// others, so before windows the partition was one cluster decoded at once. Windows of
-    /// 256 rows cut it, and the rewrite's blocks (two of the original's long) reach
-    /// across cuts: the same answers as aggregating a scan.
+    /// others, so the partition is one cluster, merged in slices of about 256 rows here;
+    /// the rewrite's blocks (two of the original's long) and the memtable rows reach across
+    /// cuts. The same answers as aggregating a scan, and each block decoded once, as many
+    /// decodes as merging the cluster whole.
     #[test]
-    fn overlapping_sources_are_merged_window_by_window() {
+    fn overlapping_sources_are_merged_slice_by_slice() {
         let dir = tempfile::tempdir().unwrap();
-        let opts =
-            Options { sync: SyncPolicy::Os, block_rows: 16, compaction_trigger: 1_000, ..Options::default() };
+        // The delete makes the partition due for a rewrite; a budget of 8 KiB keeps the
+        // compaction from running (a machine's rows would need more than 4 x 8 KiB), so the
+        // queries below meet the overlapping segments.
+        let opts = Options {
+            sync: SyncPolicy::Os,
+            block_rows: 16,
+            compaction_trigger: 1_000,
+            memtable_bytes_max: 8 << 10,
+            ..Options::default()
+        };
         let db = Db::open(dir.path(), opts).unwrap();
         let ts: Vec<i64> = (0..2_000).collect();
         let a: Vec<f64> = ts.iter().map(|&t| (t % 97) as f64).collect();
@@ -968,17 +1018,30 @@ mod tests {
         w.columns("m", &ts, [("a", Col::f64(&a))]).unwrap();
         db.write(&w).unwrap();
         db.flush().unwrap();
+        // A block ending exactly where others start (96 and 112 begin blocks of the first
+        // segment): a source must stay open into the slice its last row falls in.
+        let mut w = WriteBatch::new();
+        w.columns("m", &[80, 96, 112], [("a", Col::f64(&[-1.0, -2.0, -3.0]))]).unwrap();
+        db.write(&w).unwrap();
+        db.flush().unwrap();
         let ts: Vec<i64> = (1_000..1_100).collect();
         let a: Vec<f64> = ts.iter().map(|&t| (t % 7) as f64 - 50.0).collect();
         let mut w = WriteBatch::new();
         w.columns("m", &ts, [("a", Col::f64(&a)), ("b", Col::f64(&a))]).unwrap();
         db.write(&w).unwrap();
-        assert_eq!(db.stats().segments, 2);
+        assert_eq!(db.stats().segments, 3);
 
         let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
-        for (lo, hi) in [(0, 2_000), (123, 1_877), (990, 1_010)] {
+        for (lo, hi) in [(0, 2_000), (90, 1_877), (990, 1_010)] {
             for width in [7, 50, 1_000, 5_000] {
-                let out = db.downsample("m", lo..hi, width).aggs(aggs).window_rows(256).run().unwrap();
+                let whole = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                // slices of one source (every start a cut) and of about 256 rows
+                let sliced = [1, 256]
+                    .map(|n| db.downsample("m", lo..hi, width).aggs(aggs).window_rows(n).run().unwrap());
+                for s in &sliced {
+                    assert_eq!(*s, whole, "{lo}..{hi} by {width}");
+                }
+                let out = whole;
                 assert_eq!(out.series.len(), 2);
                 for s in &out.series {
                     let want = naive(&db, &s.field, lo, hi, width);
@@ -993,5 +1056,7 @@ mod tests {
                 }
             }
         }
+        // the segments still overlap: nothing merged them meanwhile
+        assert_eq!(db.stats().segments, 3);
     }
 }

@@ -278,7 +278,7 @@ impl MachineScan {
 /// uncounted (larger ones, by at most a block per segment and group). Such a block is
 /// decoded for each window it reaches (its rows in each); since a window holds at least
 /// the largest block's rows, that repeats at most as many rows as other blocks hold.
-pub(crate) fn split_partition(
+fn split_partition(
     segs: &[(&Segment, &MachineIndex)],
     range: TimeRange,
     names: &[&str],
