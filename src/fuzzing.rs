@@ -332,19 +332,23 @@ fn check(db: &Db, model: &Model) {
     for batch_rows in [crate::SCAN_BATCH_ROWS, 4] {
         check_scan(db, model, batch_rows);
     }
-    // whole partitions, and windows of about a block (overlapping blocks cut and clipped)
+    // overlapping sources merged whole, and in slices of about a block; over everything,
+    // and over a range whose ends fall inside partitions (64 wide)
     for window_rows in [1 << 20, 4] {
-        check_downsample(db, model, window_rows);
+        for (lo, hi) in [(i64::MIN, i64::MAX), (-37, 151)] {
+            check_downsample(db, model, window_rows, lo, hi);
+        }
     }
     check_latest(db, model);
 }
 
-/// Downsampling into buckets of 16 (count, sum, min, max, first, last per machine and field)
-/// agrees with the model: values are multiples of 1/4 below 64, so every sum is exact.
-fn check_downsample(db: &Db, model: &Model, window_rows: usize) {
+/// Downsampling `lo..hi` into buckets of 16 (count, sum, min, max, first, last per machine
+/// and field) agrees with the model: values are multiples of 1/4 below 64, so every sum is
+/// exact.
+fn check_downsample(db: &Db, model: &Model, window_rows: usize, lo: i64, hi: i64) {
     type Bucket = (u64, f64, f64, f64, f64, f64);
     let mut want: BTreeMap<(u8, u8, i64), Bucket> = BTreeMap::new();
-    for (&(m, ts), row) in model {
+    for (&(m, ts), row) in model.iter().filter(|((_, ts), _)| (lo..hi).contains(ts)) {
         for (&f, v) in row {
             let Value::F64(v) = *v else { panic!("the model holds floats") };
             let e = want.entry((m, f, ts.div_euclid(16) * 16)).or_insert((0, 0.0, v, v, v, v));
@@ -353,7 +357,7 @@ fn check_downsample(db: &Db, model: &Model, window_rows: usize) {
     }
     let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
     let out = db
-        .downsample(Machines::All, .., 16)
+        .downsample(Machines::All, lo..hi, 16)
         .aggs(aggs)
         .window_rows(window_rows)
         .run()
@@ -375,7 +379,7 @@ fn check_downsample(db: &Db, model: &Model, window_rows: usize) {
             got.insert((m, f, b), bucket);
         }
     }
-    assert_eq!(got, want, "downsample differs from the model (windows of {window_rows} rows)");
+    assert_eq!(got, want, "downsample of {lo}..{hi} differs from the model (slices of {window_rows} rows)");
 }
 
 fn check_scan(db: &Db, model: &Model, batch_rows: usize) {
