@@ -1,7 +1,7 @@
 //! The write-ahead log: every batch is framed, checksummed and appended here before it is
 //! acknowledged, and replayed on open.
 //!
-//! - [`format`]: file header, record framing, batch payload encoding;
+//! - [`format`](mod@format): file header, record framing, batch payload encoding;
 //! - [`writer`]: appends with group commit and the sync policy, rotation, removal (or reuse,
 //!   as the spare) of files whose records all reached segment files;
 //! - [`reader`]: recovery, which tells a torn tail from corruption.

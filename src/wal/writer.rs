@@ -2,12 +2,14 @@
 //!
 //! A writer appends its framed record to a shared in-memory buffer under a short lock and
 //! receives a sequence number. It then waits until its record is written (and, under
-//! [`SyncPolicy::Always`], synced). The first waiter that finds no I/O in progress becomes the
-//! **leader**: it takes the whole buffer, releases the lock, issues one `write` and (if
-//! anyone needs it) one `fdatasync`, and wakes everyone. Writers that arrived meanwhile have
-//! filled the next buffer, which the next leader writes in one go. So N concurrent writers
-//! cost about one `write` + `fdatasync` per round instead of N. A durable round after a round
-//! of several writers first waits briefly for them to come back ([`WalWriter::gather`]).
+//! [`SyncPolicy::Always`](crate::SyncPolicy::Always), synced). The first waiter that finds
+//! no I/O in progress becomes the **leader**: it takes the whole buffer, releases the lock,
+//! issues one `write` and (if anyone needs it) one `fdatasync`, and wakes everyone. Writers
+//! that arrived meanwhile have filled the next buffer, which the next leader writes in one
+//! go. So N concurrent writers cost about one `write` + `fdatasync` per round instead of N.
+//! A durable round after a round of several writers first waits briefly for them to come
+//! back ([`WalWriter::gather`]). Waiters yield the CPU in a loop before parking
+//! ([`SPIN`]): a parked writer's wake-up is on the round's critical path.
 //!
 //! Reuse: of the log files whose records all reached segment files, one is kept as the
 //! **spare** (`wal.spare`, the largest seen) instead of being removed, and the next new log
