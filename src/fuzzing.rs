@@ -334,9 +334,9 @@ fn check(db: &Db, model: &Model) {
     }
     // overlapping sources merged whole, and in slices of about a block; over everything,
     // and over a range whose ends fall inside partitions (64 wide)
-    for window_rows in [1 << 20, 4] {
+    for slice_rows in [1 << 20, 4] {
         for (lo, hi) in [(i64::MIN, i64::MAX), (-37, 151)] {
-            check_downsample(db, model, window_rows, lo, hi);
+            check_downsample(db, model, slice_rows, lo, hi);
         }
     }
     check_latest(db, model);
@@ -345,7 +345,7 @@ fn check(db: &Db, model: &Model) {
 /// Downsampling `lo..hi` into buckets of 16 (count, sum, min, max, first, last per machine
 /// and field) agrees with the model: values are multiples of 1/4 below 64, so every sum is
 /// exact.
-fn check_downsample(db: &Db, model: &Model, window_rows: usize, lo: i64, hi: i64) {
+fn check_downsample(db: &Db, model: &Model, slice_rows: usize, lo: i64, hi: i64) {
     type Bucket = (u64, f64, f64, f64, f64, f64);
     let mut want: BTreeMap<(u8, u8, i64), Bucket> = BTreeMap::new();
     for (&(m, ts), row) in model.iter().filter(|((_, ts), _)| (lo..hi).contains(ts)) {
@@ -359,7 +359,7 @@ fn check_downsample(db: &Db, model: &Model, window_rows: usize, lo: i64, hi: i64
     let out = db
         .downsample(Machines::All, lo..hi, 16)
         .aggs(aggs)
-        .window_rows(window_rows)
+        .slice_rows(slice_rows)
         .run()
         .expect("downsample succeeds");
     let mut got: BTreeMap<(u8, u8, i64), Bucket> = BTreeMap::new();
@@ -379,7 +379,7 @@ fn check_downsample(db: &Db, model: &Model, window_rows: usize, lo: i64, hi: i64
             got.insert((m, f, b), bucket);
         }
     }
-    assert_eq!(got, want, "downsample of {lo}..{hi} differs from the model (slices of {window_rows} rows)");
+    assert_eq!(got, want, "downsample of {lo}..{hi} differs from the model (slices of {slice_rows} rows)");
 }
 
 fn check_scan(db: &Db, model: &Model, batch_rows: usize) {

@@ -8,7 +8,7 @@
 //! in time. A cluster of one block that lies inside the range and inside one bucket is
 //! answered from the block's statistics (**pushdown**); a cluster of one source is decoded and
 //! aggregated as is; a cluster of several overlapping sources is decoded and merged newest-wins
-//! first, a slice of time of about [`WINDOW_ROWS`] rows at a time. Clusters are disjoint in
+//! first, a slice of time of about [`MERGE_SLICE_ROWS`] rows at a time. Clusters are disjoint in
 //! time and handled in time order, so buckets come out in
 //! order without any per-bucket map.
 
@@ -211,7 +211,7 @@ pub struct Downsample<'a> {
     fields: Option<Vec<String>>,
     aggs: Vec<Agg>,
     max_buckets: usize,
-    window_rows: usize,
+    slice_rows: usize,
 }
 
 impl Db {
@@ -254,7 +254,7 @@ impl Db {
             fields: None,
             aggs: vec![Agg::Count, Agg::Min, Agg::Max, Agg::Avg],
             max_buckets: DOWNSAMPLE_BUCKETS_MAX,
-            window_rows: WINDOW_ROWS,
+            slice_rows: MERGE_SLICE_ROWS,
         }
     }
 
@@ -269,7 +269,7 @@ impl Db {
             fields: None,
             aggs: vec![Agg::Count, Agg::Sum],
             max_buckets: DOWNSAMPLE_BUCKETS_MAX,
-            window_rows: WINDOW_ROWS,
+            slice_rows: MERGE_SLICE_ROWS,
         }
     }
 }
@@ -302,11 +302,11 @@ impl<'a> Downsample<'a> {
         self
     }
 
-    /// About how many rows of a machine's segments are decoded per window (default 2^20; at
-    /// least 1). For tests and fuzzing, to cut small data into many windows.
+    /// About how many rows of overlapping sources are merged at once (default 2^20; at least
+    /// 1). For tests and fuzzing, to cut small data into many slices.
     #[doc(hidden)]
-    pub fn window_rows(mut self, n: usize) -> Downsample<'a> {
-        self.window_rows = n.max(1);
+    pub fn slice_rows(mut self, n: usize) -> Downsample<'a> {
+        self.slice_rows = n.max(1);
         self
     }
 
@@ -328,7 +328,7 @@ impl<'a> Downsample<'a> {
         let fields = self.fields.as_deref();
         let range = snap.clamp(self.range);
         let aggs = &self.aggs;
-        let window_rows = self.window_rows;
+        let slice_rows = self.slice_rows;
         let run_one = |m: MachineIdx, budget: &AtomicUsize| -> Result<(Vec<BucketSeries>, QueryCounters)> {
             let sel = resolve_fields(&snap, m, fields);
             let mut counters = QueryCounters::default();
@@ -336,7 +336,7 @@ impl<'a> Downsample<'a> {
                 return Ok((Vec::new(), counters));
             }
             let builders =
-                downsample_machine(&snap, m, range, bucketing, &sel, window_rows, &mut counters, budget)?;
+                downsample_machine(&snap, m, range, bucketing, &sel, slice_rows, &mut counters, budget)?;
             let name = snap.catalog.entry(m).name.clone();
             let series = sel
                 .iter()
@@ -605,7 +605,7 @@ fn downsample_machine(
     range: TimeRange,
     bucketing: Bucketing,
     sel: &[(FieldIdx, Arc<str>, FieldType)],
-    window_rows: usize,
+    slice_rows: usize,
     counters: &mut QueryCounters,
     budget: &AtomicUsize,
 ) -> Result<Vec<SeriesBuilder>> {
@@ -723,9 +723,10 @@ fn downsample_machine(
                     }
                     Src::Mem => mem_w.len(),
                 };
-                let mut open: Vec<(usize, Option<RowSet>, Timestamp)> = Vec::new();
+                // (precedence, rows, last timestamp) of the sources decoded and not used up
+                let mut open: Vec<(usize, RowSet, Timestamp)> = Vec::new();
                 let mut next = 0;
-                for (s_lo, s_hi) in merge_slices(cluster, rows_of, window_rows) {
+                for (s_lo, s_hi) in merge_slices(cluster, rows_of, slice_rows) {
                     // Sources starting in this slice are decoded; they stay until the slice
                     // they end in.
                     while next < cluster.len() && cluster[next].ts_min < s_hi {
@@ -733,9 +734,9 @@ fn downsample_machine(
                         let rows = match it.src {
                             Src::Block { .. } => {
                                 let (ts, col) = decode(window, &mut ts_cache, it.src, *ty, &dels, counters)?;
-                                Some(RowSet { ts: ts.to_vec(), cols: vec![Some(col)] })
+                                RowSet { ts: ts.to_vec(), cols: vec![Some(col)] }
                             }
-                            Src::Mem => None,
+                            Src::Mem => RowSet { ts: mem_w.ts.clone(), cols: vec![mem_w.cols[k].clone()] },
                         };
                         open.push((it.rank, rows, it.ts_max));
                         next += 1;
@@ -743,20 +744,9 @@ fn downsample_machine(
                     open.sort_by_key(|o| o.0);
                     let mut merged = RowSet::empty(1);
                     for (_, rows, _) in &open {
-                        let (src, col) = match rows {
-                            Some(r) => (r, 0),
-                            None => (&mem_w, k),
-                        };
-                        let a = src.ts.partition_point(|&t| t < s_lo);
-                        let b = src.ts.partition_point(|&t| t < s_hi);
-                        let part = RowSet {
-                            ts: src.ts[a..b].to_vec(),
-                            cols: vec![src.cols[col].as_ref().map(|c| ColData {
-                                vals: c.vals[a..b].to_vec(),
-                                valid: c.valid.slice(a, b),
-                            })],
-                        };
-                        merged = merged.merge_newer(part);
+                        let a = rows.ts.partition_point(|&t| t < s_lo);
+                        let b = rows.ts.partition_point(|&t| t < s_hi);
+                        merged = merged.merge_newer(crate::rows::slice(rows, a, b));
                     }
                     if let Some(col) = &merged.cols[0] {
                         builder.add_rows(*ty, &bucketing, win_range, &merged.ts, col, budget)?;
@@ -772,7 +762,7 @@ fn downsample_machine(
 
 /// About how many rows of overlapping sources a downsample decodes and merges at once (see
 /// [`merge_slices`]).
-pub(crate) const WINDOW_ROWS: usize = 1 << 20;
+pub(crate) const MERGE_SLICE_ROWS: usize = 1 << 20;
 
 /// Slices of time over which a cluster of overlapping sources (`items`, sorted by start) is
 /// merged: consecutive, covering the cluster, each of about `target` rows of the sources
@@ -933,6 +923,23 @@ mod tests {
         }
     }
 
+    const AGGS: [Agg; 6] = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
+
+    /// Every series of `out` (a downsample of `lo..hi` by `width` with [`AGGS`]) equals
+    /// aggregating a scan of its field.
+    fn assert_matches_scan(db: &Db, out: &crate::Downsampled, lo: i64, hi: i64, width: i64) {
+        for s in &out.series {
+            let want = naive(db, &s.field, lo, hi, width);
+            let ctx = format!("{} {lo}..{hi} by {width}", s.field);
+            assert_eq!(s.buckets, want.keys().copied().collect::<Vec<_>>(), "{ctx}");
+            let cols: Vec<Vec<f64>> = AGGS.iter().map(|&a| column(s, a)).collect();
+            for (i, w) in want.values().enumerate() {
+                let got = (cols[0][i] as u64, cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]);
+                assert_eq!(got, *w, "{ctx} bucket {}", s.buckets[i]);
+            }
+        }
+    }
+
     /// Windows whose blocks hold more timestamps than the cache keeps: the same answers as
     /// aggregating a scan, for two fields sampled every row (one group: the second finds the
     /// first blocks' timestamps cached, decodes the others again) and one every third row (a
@@ -962,22 +969,11 @@ mod tests {
         db.write(&w).unwrap();
         db.flush().unwrap();
 
-        let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
         for (lo, hi) in [(0, 1_000), (33, 777)] {
             for width in [7, 50, 1_000] {
-                let out = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                let out = db.downsample("m", lo..hi, width).aggs(AGGS).run().unwrap();
                 assert_eq!(out.series.len(), 3);
-                for s in &out.series {
-                    let want = naive(&db, &s.field, lo, hi, width);
-                    let ctx = format!("{} {lo}..{hi} by {width}", s.field);
-                    assert_eq!(s.buckets, want.keys().copied().collect::<Vec<_>>(), "{ctx}");
-                    let cols: Vec<Vec<f64>> = aggs.iter().map(|&a| column(s, a)).collect();
-                    for (i, w) in want.values().enumerate() {
-                        let got =
-                            (cols[0][i] as u64, cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]);
-                        assert_eq!(got, *w, "{ctx} bucket {}", s.buckets[i]);
-                    }
-                }
+                assert_matches_scan(&db, &out, lo, hi, width);
             }
         }
     }
@@ -1031,29 +1027,17 @@ mod tests {
         db.write(&w).unwrap();
         assert_eq!(db.stats().segments, 3);
 
-        let aggs = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::First, Agg::Last];
         for (lo, hi) in [(0, 2_000), (90, 1_877), (990, 1_010)] {
             for width in [7, 50, 1_000, 5_000] {
-                let whole = db.downsample("m", lo..hi, width).aggs(aggs).run().unwrap();
+                let whole = db.downsample("m", lo..hi, width).aggs(AGGS).run().unwrap();
                 // slices of one source (every start a cut) and of about 256 rows
                 let sliced = [1, 256]
-                    .map(|n| db.downsample("m", lo..hi, width).aggs(aggs).window_rows(n).run().unwrap());
+                    .map(|n| db.downsample("m", lo..hi, width).aggs(AGGS).slice_rows(n).run().unwrap());
                 for s in &sliced {
                     assert_eq!(*s, whole, "{lo}..{hi} by {width}");
                 }
-                let out = whole;
-                assert_eq!(out.series.len(), 2);
-                for s in &out.series {
-                    let want = naive(&db, &s.field, lo, hi, width);
-                    let ctx = format!("{} {lo}..{hi} by {width}", s.field);
-                    assert_eq!(s.buckets, want.keys().copied().collect::<Vec<_>>(), "{ctx}");
-                    let cols: Vec<Vec<f64>> = aggs.iter().map(|&a| column(s, a)).collect();
-                    for (i, w) in want.values().enumerate() {
-                        let got =
-                            (cols[0][i] as u64, cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]);
-                        assert_eq!(got, *w, "{ctx} bucket {}", s.buckets[i]);
-                    }
-                }
+                assert_eq!(whole.series.len(), 2);
+                assert_matches_scan(&db, &whole, lo, hi, width);
             }
         }
         // the segments still overlap: nothing merged them meanwhile
